@@ -9,3 +9,5 @@ from .layers import PrunableLayer, find_prunable_layers, find_repeated_blocks
 from .masking import apply_mask_, global_masks, nm_mask, per_row_mask, sampled_threshold, select_mask
 from .models import DEFAULT_MODEL, load_model
 from .sparsity import SparsityReport, measure_sparsity
+from .config import GradProbeConfig
+from .pruning import PruningReport, causal_lm_loss, prune_pretrained

@@ -37,6 +37,8 @@ def load_text(
     path = os.fspath(source)
     ext = os.path.splitext(path)[1].lower()
     if os.path.isfile(path):
+        if os.path.getsize(path) == 0:
+            return ""  # datasets fails obscurely on an empty file; the caller reports too-short data
         kind = STRUCTURED_FORMATS.get(ext, "text")
         kwargs = {"keep_linebreaks": True} if kind == "text" else {}
         dataset = datasets.load_dataset(kind, data_files=path, split="train", **kwargs)

@@ -1,0 +1,185 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Gradient probing: gradients of the LM loss w.r.t. chosen weights, optionally at shrunk values.
+
+The probe never writes into the model's weights. While a :class:`GradientProbe` is active, each
+probed layer computes its output with a *probe weight* ``W * s`` (``s = reduction_factor`` on the
+candidates, 1 elsewhere) built as a fresh fp32 leaf tensor, and the gradient w.r.t. that tensor is
+folded into a per-layer statistic as soon as autograd produces it. So:
+
+* restoring a candidate is exact by construction (its stored value was never touched);
+* gradients are computed in fp32 even for fp16/bf16 models, and no ``.grad`` is ever allocated on
+  the model's parameters (only one layer's fp32 gradient exists at a time);
+* statistics are stored in ``storage_dtype`` (fp16 by default) with a per-layer power-of-two scale
+  chosen from the first batch, so small gradients do not flush to zero in fp16.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .layers import PrunableLayer
+
+
+GRADIENT_STATISTICS = ("max_abs", "mean_abs", "abs_sum", "sum")
+# fp16 statistics are scaled so the first batch's largest value lands near 2**10, leaving 2**5 of
+# head-room below fp16's 65504 for later, larger batches; max_abs/abs_sum values never exceed B x that.
+_TARGET_AMAX = 2.0**10
+
+
+class _LayerStatistic:
+    """Running per-weight statistic of one layer's gradient over probe batches."""
+
+    def __init__(self, statistic: str, storage_dtype: torch.dtype):
+        self.statistic = statistic
+        self.storage_dtype = storage_dtype
+        self.buffer: torch.Tensor | None = None
+        self.scale: float = 1.0
+        self.batches = 0
+
+    def add(self, grad: torch.Tensor) -> None:
+        grad = grad.detach()
+        if self.buffer is None:
+            if self.storage_dtype == torch.float16:
+                amax = grad.abs().max().item()
+                self.scale = 2.0 ** math.floor(math.log2(_TARGET_AMAX / amax)) if amax > 0 and math.isfinite(amax) else 1.0
+            self.buffer = torch.zeros(grad.shape, dtype=self.storage_dtype, device=grad.device)
+        value = grad.abs() if self.statistic in ("max_abs", "mean_abs") else grad
+        value = value * self.scale
+        if self.statistic == "max_abs":
+            torch.maximum(self.buffer, value.to(self.storage_dtype), out=self.buffer)
+        else:
+            self.buffer += value.to(self.storage_dtype)
+        self.batches += 1
+
+    def result(self) -> torch.Tensor:
+        """The statistic in fp32 (unscaled); ``abs_sum`` is ``|sum of gradients|``, ``sum`` is signed."""
+        if self.buffer is None:
+            raise RuntimeError("No gradient reached this layer: is it used by the model's forward?")
+        out = self.buffer.float() / self.scale
+        if self.statistic == "mean_abs":
+            out /= self.batches
+        elif self.statistic == "abs_sum":
+            out = out.abs()
+        return out
+
+
+def _probe_forward(layer: PrunableLayer, probe: GradientProbe):
+    module = layer.module
+    transposed = layer.transposed
+
+    def forward(self, x):
+        weight = self.weight.detach()
+        upcast = weight.dtype != torch.float32
+        probe_weight = weight.float() if upcast else weight.clone()
+        shrink = probe.shrink_masks.get(layer.name)
+        if shrink is not None:
+            factor = torch.where(shrink.to(probe_weight.device), probe.reduction_factor, 1.0)
+            probe_weight = probe_weight * layer.from_out_in(factor)
+        probe_weight.requires_grad_(True)
+        probe_weight.register_hook(lambda grad: probe._record(layer, grad))
+        inputs = x.float() if upcast else x
+        bias = self.bias.detach().float() if (upcast and self.bias is not None) else self.bias
+        if transposed:  # Conv1D: x @ W + b with W stored (in, out)
+            out = inputs @ probe_weight
+            if bias is not None:
+                out = out + bias
+        else:
+            out = F.linear(inputs, probe_weight, bias)
+        return out.to(x.dtype) if upcast else out
+
+    return types.MethodType(forward, module)
+
+
+class GradientProbe:
+    """Context manager: route the given layers through probe weights and collect gradient statistics.
+
+    Args:
+        layers: the layers whose gradients are wanted.
+        shrink_masks: per layer name, an (out, in) bool mask of the weights multiplied by
+            ``reduction_factor`` in the forward pass (the candidates); layers absent are not shrunk.
+        statistic: ``max_abs`` (elementwise max over batches of |grad|, as the original GradProbe),
+            ``mean_abs`` or ``abs_sum`` (|gradient of the summed loss|).
+        storage_dtype: dtype of the stored statistics (fp16 halves the memory of fp32).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[PrunableLayer],
+        shrink_masks: dict[str, torch.Tensor] | None = None,
+        reduction_factor: float = 0.1,
+        statistic: str = "max_abs",
+        storage_dtype: torch.dtype = torch.float16,
+    ):
+        if statistic not in GRADIENT_STATISTICS:
+            raise ValueError(f"`gradient_statistic` must be one of {GRADIENT_STATISTICS}, got {statistic!r}.")
+        self.layers = list(layers)
+        self.shrink_masks = shrink_masks or {}
+        self.reduction_factor = float(reduction_factor)
+        self.statistics = {layer.name: _LayerStatistic(statistic, storage_dtype) for layer in self.layers}
+        self._batch_grads: dict[str, torch.Tensor] = {}
+
+    def _record(self, layer: PrunableLayer, grad: torch.Tensor) -> None:
+        # Held until the batch's backward is complete so a non-finite batch (fp16 overflow) can be dropped.
+        self._batch_grads[layer.name] = layer.out_in(grad)
+
+    def commit_batch(self, loss_scale: float = 1.0) -> bool:
+        """Fold the last backward's gradients into the statistics; False (nothing kept) if any is non-finite."""
+        grads, self._batch_grads = self._batch_grads, {}
+        if any(not torch.isfinite(g).all() for g in grads.values()):
+            return False
+        for name, grad in grads.items():
+            self.statistics[name].add(grad / loss_scale if loss_scale != 1.0 else grad)
+        return True
+
+    def results(self) -> dict[str, torch.Tensor]:
+        return {name: stat.result() for name, stat in self.statistics.items()}
+
+    def __enter__(self) -> GradientProbe:
+        for layer in self.layers:
+            layer.module.forward = _probe_forward(layer, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers:
+            # The instance attribute shadows the class's forward; deleting it restores the original.
+            layer.module.__dict__.pop("forward", None)
+        self._batch_grads = {}
+
+
+def run_probe_batches(
+    probe: GradientProbe,
+    batches: Iterable,
+    loss_fn,
+    half_precision_fp16: bool = False,
+) -> int:
+    """Forward/backward every batch through ``loss_fn(batch) -> scalar loss`` and commit its gradients.
+
+    For fp16 models the loss is scaled (starting at 2**12, halved on overflow, the batch retried) so
+    activation gradients do not underflow in the half-precision part of the backward pass.
+    Returns the number of batches kept.
+    """
+    kept = 0
+    for batch in batches:
+        loss_scale = 2.0**12 if half_precision_fp16 else 1.0
+        for _ in range(16):
+            loss = loss_fn(batch)
+            (loss * loss_scale).backward()
+            if probe.commit_batch(loss_scale):
+                kept += 1
+                break
+            if loss_scale <= 1.0:
+                raise FloatingPointError("Non-finite gradients in the probe even without loss scaling.")
+            loss_scale /= 2.0
+    return kept
+
+
+def gradient_growth(g0: torch.Tensor, g1: torch.Tensor) -> torch.Tensor:
+    """Relative growth ``g1 / g0 - 1`` of a gradient statistic, with 0/0 = 0 and x/0 = +inf."""
+    growth = g1 / g0 - 1.0
+    growth = torch.where(g0 > 0, growth, torch.where(g1 > 0, torch.inf, 0.0))
+    return torch.nan_to_num(growth, nan=torch.inf, posinf=torch.inf)

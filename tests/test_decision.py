@@ -1,0 +1,84 @@
+"""The probe rule as pure functions: candidates, protection, exact quotas."""
+
+import pytest
+import torch
+
+from hf_gradprobe.decision import candidate_sparsity, nm_candidate_count, probe_masks, propose_candidates
+
+
+def test_grown_candidate_is_kept_and_flat_one_is_pruned():
+    # One row of 8 weights, prune 2. Candidates (ratio 1.5) are the 3 lowest scores: columns 0, 1, 2.
+    scores = torch.tensor([[0.1, 0.2, 0.3, 5.0, 6.0, 7.0, 8.0, 9.0]])
+    candidates = propose_candidates([scores], 0.25, "per_row", None, 1.5)[0]
+    assert candidates[0].tolist() == [True, True, True] + [False] * 5
+    g0 = torch.ones_like(scores)
+    g1 = torch.ones_like(scores)
+    g1[0, 0] = 1.5  # the lowest-score candidate's gradient grew: the loss leans on it
+    masks, protected = probe_masks([scores], [candidates], [g0], [g1], 0.25, "per_row", None, 0.0)
+    assert protected[0][0].tolist() == [True] + [False] * 7
+    assert masks[0][0].tolist() == [False, True, True] + [False] * 5
+
+
+def test_threshold_decides_what_counts_as_growth():
+    scores = torch.tensor([[0.1, 0.2, 0.3, 5.0]])
+    candidates = torch.tensor([[True, True, True, False]])
+    g0 = torch.ones_like(scores)
+    g1 = torch.tensor([[1.4, 1.0, 1.0, 1.0]])  # +40%
+    for threshold, expected in ((0.0, [False, True, False, False]), (0.5, [True, False, False, False])):
+        masks, _ = probe_masks([scores], [candidates], [g0], [g1], 0.25, "per_row", None, threshold)
+        assert masks[0][0].tolist() == expected
+
+
+def test_protected_candidates_fill_the_quota_when_too_few_are_prunable():
+    scores = torch.tensor([[0.1, 0.2, 0.3, 5.0]])
+    candidates = torch.tensor([[True, True, True, False]])
+    g0 = torch.ones_like(scores)
+    g1 = torch.full_like(scores, 2.0)  # every candidate grew
+    masks, protected = probe_masks([scores], [candidates], [g0], [g1], 0.5, "per_row", None, 0.0)
+    assert protected[0].sum() == 3
+    assert masks[0][0].tolist() == [True, True, False, False]  # quota met in strategy order
+
+
+@pytest.mark.parametrize("group", ["per_row", "per_layer", "global"])
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+def test_exact_quota_in_every_group(group, sparsity):
+    gen = torch.Generator().manual_seed(0)
+    scores = [torch.rand(16, 24, generator=gen), torch.rand(8, 40, generator=gen)]
+    g0 = [torch.rand(s.shape, generator=gen) for s in scores]
+    g1 = [torch.rand(s.shape, generator=gen) for s in scores]
+    candidates = propose_candidates(scores, sparsity, group, None, 1.3)
+    masks, _ = probe_masks(scores, candidates, g0, g1, sparsity, group, None, 0.0)
+    for m, c in zip(masks, candidates):
+        assert not (m & ~c).any(), "only candidates may be pruned"
+    if group == "per_row":
+        for m in masks:
+            assert (m.sum(dim=1) == round(sparsity * m.shape[1])).all()
+    elif group == "per_layer":
+        for m in masks:
+            assert m.sum() == round(sparsity * m.numel())
+    else:
+        total = sum(m.numel() for m in masks)
+        assert sum(int(m.sum()) for m in masks) == round(sparsity * total)
+
+
+@pytest.mark.parametrize("pattern,n,m", [("2:4", 2, 4), ("4:8", 4, 8), ("1:4", 1, 4)])
+def test_nm_quota_and_candidates(pattern, n, m):
+    gen = torch.Generator().manual_seed(1)
+    scores = [torch.rand(6, 32, generator=gen)]
+    g0 = [torch.rand(6, 32, generator=gen)]
+    g1 = [torch.rand(6, 32, generator=gen)]
+    candidates = propose_candidates(scores, 0.0, "per_row", pattern, 1.25)
+    per_group = candidates[0].reshape(-1, m).sum(dim=1)
+    assert (per_group == nm_candidate_count(n, m, 1.25)).all()
+    masks, _ = probe_masks(scores, candidates, g0, g1, 0.0, "per_row", pattern, 0.0)
+    assert (masks[0].reshape(-1, m).sum(dim=1) == m - n).all()
+    assert not (masks[0] & ~candidates[0]).any()
+
+
+def test_candidate_counts():
+    assert nm_candidate_count(2, 4, 1.0) == 2
+    assert nm_candidate_count(2, 4, 1.25) == 3
+    assert nm_candidate_count(2, 4, 3.0) == 4  # never more than the group
+    assert candidate_sparsity(0.5, 1.25) == 0.625
+    assert candidate_sparsity(0.9, 2.0) < 1.0
+    assert candidate_sparsity(0.0, 2.0) == 0.0
