@@ -11,3 +11,4 @@ from .models import DEFAULT_MODEL, load_model
 from .sparsity import SparsityReport, measure_sparsity
 from .config import GradProbeConfig
 from .pruning import PruningReport, causal_lm_loss, prune_pretrained
+from .metric_path import PERPLEXITY_METRIC_PATH

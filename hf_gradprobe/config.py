@@ -31,7 +31,8 @@ class GradProbeConfig:
 
     > Gradient probing
 
-    probe, reduction_factor, gradient_threshold, candidate_ratio, gradient_statistic, num_probe_samples.
+    probe, reduction_factor, gradient_threshold, gradient_weight, candidate_ratio, gradient_statistic,
+    num_probe_samples.
 
     > Calibration and resources
 
@@ -60,7 +61,12 @@ class GradProbeConfig:
     gradient_threshold: float = field(
         default=0.0,
         metadata={"help": "A candidate whose gradient statistic grew by more than this relative amount "
-                  "(g1 > g0 * (1 + threshold)) is restored in preference to the others."},
+                  "(g1 > g0 * (1 + threshold)) is judged on its grown gradient, which argues for restoring it."},
+    )
+    gradient_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the probed saliency |W|*g against the strategy score when choosing "
+                  "which candidates are pruned (both scaled to mean 1 per layer); 0 = strategy order only."},
     )
     candidate_ratio: float = field(
         default=1.25,
@@ -115,6 +121,8 @@ class GradProbeConfig:
             )
         if not (isinstance(self.gradient_threshold, (int, float)) and self.gradient_threshold >= 0):
             raise ValueError(f"`gradient_threshold` must be a number >= 0, got {self.gradient_threshold!r}.")
+        if not (isinstance(self.gradient_weight, (int, float)) and self.gradient_weight >= 0):
+            raise ValueError(f"`gradient_weight` must be a number >= 0, got {self.gradient_weight!r}.")
         if not (isinstance(self.candidate_ratio, (int, float)) and self.candidate_ratio >= 1.0):
             raise ValueError(f"`candidate_ratio` must be >= 1 (1 = probe only the strategy's choice), got {self.candidate_ratio!r}.")
         for name in ("num_calibration_samples", "calibration_seq_len", "calibration_batch_size", "num_probe_samples"):

@@ -189,6 +189,9 @@ def global_masks(
             out.append(mask[start : start + t.numel()].reshape(t.shape).to(t.device))
             start += t.numel()
         return out
+    if sparsity == 0.0:
+        # The threshold would be -inf and `<=` would still prune NaN/-inf scores: prune nothing, as the exact path.
+        return [torch.zeros_like(t, dtype=torch.bool) for t in scores]
     threshold = sampled_threshold(scores, sparsity, sample_fraction or 0.02, seed)
     return [_as_fp32(t) <= threshold for t in scores]
 

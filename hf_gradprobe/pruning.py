@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from .evaluation import model_input_device
 from .layers import PrunableLayer, find_prunable_layers, find_repeated_blocks, group_by_block
 from .masking import apply_mask_, global_masks, select_mask
 from .models import load_model
-from .probing import GradientProbe, run_probe_batches
+from .probing import GradientProbe, gradient_growth, run_probe_batches
 from .sparsity import measure_sparsity
 from .strategies import ActivationNormCollector, strategy_scores
 
@@ -111,10 +112,39 @@ def _current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class _PeakMemory:
+    """Peak memory while pruning: CUDA's allocator peak, or the process RSS sampled by a thread.
+
+    ``ru_maxrss`` is not enough on CPU: it is the peak of the whole process, model loading included.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.005):
+        self.device = device
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self) -> _PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak = _current_rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _current_rss())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _current_rss())
 
 
 class _StopForward(Exception):
@@ -213,10 +243,11 @@ class OneShotPruner:
             if cfg.comparison_group == "global" and cfg.pattern == "unstructured":
                 return global_masks(scores, cfg.sparsity, seed=cfg.seed), None
             return [select_mask(s, cfg.sparsity, cfg.comparison_group, cfg.pattern) for s in scores], None
-        masks, protected = probe_masks(
-            scores, candidates, g0, g1, cfg.sparsity, cfg.comparison_group, cfg.pattern, cfg.gradient_threshold, cfg.seed
-        )
-        return masks, protected
+        weights = [layer.out_in(layer.weight.detach()) for layer in layers]
+        grown = [(gradient_growth(a, b) > cfg.gradient_threshold) & c for a, b, c in zip(g0, g1, candidates)]
+        masks = probe_masks(scores, weights, candidates, g0, g1, cfg.sparsity, cfg.comparison_group, cfg.pattern,
+                            cfg.gradient_threshold, cfg.gradient_weight, cfg.seed)
+        return masks, grown
 
     def _candidates(self, layers, norms):
         cfg = self.config
@@ -240,7 +271,7 @@ class OneShotPruner:
             self.layer_stats[layer.name] = {
                 "candidates": int(candidates[i].sum()) if candidates is not None else int(mask.sum()),
                 "restored": int((candidates[i] & ~mask).sum()) if candidates is not None else 0,
-                "protected": int(protected[i].sum()) if protected is not None else 0,
+                "grown": int(protected[i].sum()) if protected is not None else 0,
             }
 
     # -- whole-model mode --------------------------------------------------------------------------
@@ -484,17 +515,15 @@ def prune_pretrained(
 
     pruner = OneShotPruner(model, config, windows, loss_fn, progress=progress)
     device = pruner.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     memory_before = _memory_now(device)
     start = time.perf_counter()
-    with _probing_mode(model, config.gradient_checkpointing):
+    with _PeakMemory(device) as peak_memory, _probing_mode(model, config.gradient_checkpointing):
         if config.layerwise and needs_data:
             pruner.run_layerwise()
         else:
             pruner.run_whole_model()
     seconds = time.perf_counter() - start
-    peak = _peak_memory(device)
+    peak = peak_memory.peak
 
     measured = measure_sparsity(model, layers=pruner.layers)
     layers = []

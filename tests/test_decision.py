@@ -3,40 +3,56 @@
 import pytest
 import torch
 
-from hf_gradprobe.decision import candidate_sparsity, nm_candidate_count, probe_masks, propose_candidates
+from hf_gradprobe.decision import (
+    candidate_sparsity,
+    nm_candidate_count,
+    probe_masks,
+    probed_gradient,
+    propose_candidates,
+    selection_keys,
+)
 
 
-def test_grown_candidate_is_kept_and_flat_one_is_pruned():
+def _ones(x):
+    return torch.ones_like(x)
+
+
+def test_grown_gradient_protects_a_candidate_and_flat_one_is_pruned():
     # One row of 8 weights, prune 2. Candidates (ratio 1.5) are the 3 lowest scores: columns 0, 1, 2.
     scores = torch.tensor([[0.1, 0.2, 0.3, 5.0, 6.0, 7.0, 8.0, 9.0]])
     candidates = propose_candidates([scores], 0.25, "per_row", None, 1.5)[0]
     assert candidates[0].tolist() == [True, True, True] + [False] * 5
-    g0 = torch.ones_like(scores)
-    g1 = torch.ones_like(scores)
-    g1[0, 0] = 1.5  # the lowest-score candidate's gradient grew: the loss leans on it
-    masks, protected = probe_masks([scores], [candidates], [g0], [g1], 0.25, "per_row", None, 0.0)
-    assert protected[0][0].tolist() == [True] + [False] * 7
+    g0 = _ones(scores)
+    g1 = _ones(scores)
+    g1[0, 0] = 40.0  # the lowest-score candidate's gradient grew: the loss leans on it once others shrink
+    masks = probe_masks([scores], [_ones(scores)], [candidates], [g0], [g1], 0.25, "per_row", None, 0.0, 1.0)
     assert masks[0][0].tolist() == [False, True, True] + [False] * 5
+    # with no gradient weight, the strategy order alone decides
+    plain = probe_masks([scores], [_ones(scores)], [candidates], [g0], [g1], 0.25, "per_row", None, 0.0, 0.0)
+    assert plain[0][0].tolist() == [True, True, False] + [False] * 5
 
 
-def test_threshold_decides_what_counts_as_growth():
+def test_threshold_decides_whether_growth_counts():
     scores = torch.tensor([[0.1, 0.2, 0.3, 5.0]])
     candidates = torch.tensor([[True, True, True, False]])
-    g0 = torch.ones_like(scores)
-    g1 = torch.tensor([[1.4, 1.0, 1.0, 1.0]])  # +40%
-    for threshold, expected in ((0.0, [False, True, False, False]), (0.5, [True, False, False, False])):
-        masks, _ = probe_masks([scores], [candidates], [g0], [g1], 0.25, "per_row", None, threshold)
-        assert masks[0][0].tolist() == expected
+    g0 = _ones(scores)
+    g1 = torch.tensor([[4.0, 1.0, 1.0, 1.0]])  # +300% on the first candidate
+    below = probe_masks([scores], [_ones(scores)], [candidates], [g0], [g1], 0.25, "per_row", None, 2.0, 1.0)
+    above = probe_masks([scores], [_ones(scores)], [candidates], [g0], [g1], 0.25, "per_row", None, 5.0, 1.0)
+    assert below[0][0].tolist() == [False, True, False, False]  # growth 3 > 2: judged on g1, kept
+    assert above[0][0].tolist() == [True, False, False, False]  # growth 3 <= 5: judged on g0
 
 
-def test_protected_candidates_fill_the_quota_when_too_few_are_prunable():
-    scores = torch.tensor([[0.1, 0.2, 0.3, 5.0]])
-    candidates = torch.tensor([[True, True, True, False]])
-    g0 = torch.ones_like(scores)
-    g1 = torch.full_like(scores, 2.0)  # every candidate grew
-    masks, protected = probe_masks([scores], [candidates], [g0], [g1], 0.5, "per_row", None, 0.0)
-    assert protected[0].sum() == 3
-    assert masks[0][0].tolist() == [True, True, False, False]  # quota met in strategy order
+def test_probed_gradient_and_weight_magnitude():
+    g0 = torch.tensor([1.0, 1.0, 0.0])
+    g1 = torch.tensor([3.0, 0.5, 2.0])
+    assert probed_gradient(g0, g1, 0.0).tolist() == [3.0, 1.0, 2.0]
+    # |W| scales the gradient term: a tiny weight with a large gradient is still cheap to prune
+    scores = torch.tensor([[1.0, 1.0, 9.0]])
+    weights = torch.tensor([[0.001, 1.0, 1.0]])
+    keys = selection_keys(scores, weights, torch.tensor([[True, True, False]]), _ones(scores),
+                          torch.tensor([[50.0, 1.0, 1.0]]), 0.0, 1.0)
+    assert keys[0, 0] < keys[0, 1] and keys[0, 2] == float("inf")
 
 
 @pytest.mark.parametrize("group", ["per_row", "per_layer", "global"])
@@ -47,7 +63,7 @@ def test_exact_quota_in_every_group(group, sparsity):
     g0 = [torch.rand(s.shape, generator=gen) for s in scores]
     g1 = [torch.rand(s.shape, generator=gen) for s in scores]
     candidates = propose_candidates(scores, sparsity, group, None, 1.3)
-    masks, _ = probe_masks(scores, candidates, g0, g1, sparsity, group, None, 0.0)
+    masks = probe_masks(scores, [_ones(s) for s in scores], candidates, g0, g1, sparsity, group, None, 0.0, 1.0)
     for m, c in zip(masks, candidates):
         assert not (m & ~c).any(), "only candidates may be pruned"
     if group == "per_row":
@@ -70,7 +86,7 @@ def test_nm_quota_and_candidates(pattern, n, m):
     candidates = propose_candidates(scores, 0.0, "per_row", pattern, 1.25)
     per_group = candidates[0].reshape(-1, m).sum(dim=1)
     assert (per_group == nm_candidate_count(n, m, 1.25)).all()
-    masks, _ = probe_masks(scores, candidates, g0, g1, 0.0, "per_row", pattern, 0.0)
+    masks = probe_masks(scores, scores, candidates, g0, g1, 0.0, "per_row", pattern, 0.0, 1.0)
     assert (masks[0].reshape(-1, m).sum(dim=1) == m - n).all()
     assert not (masks[0] & ~candidates[0]).any()
 

@@ -1,0 +1,1 @@
+"""The `perplexity` metric folder: `evaluate.load(hf_gradprobe.metric_path.PERPLEXITY_METRIC_PATH)`."""
