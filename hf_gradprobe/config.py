@@ -58,13 +58,14 @@ class GradProbeConfig:
     reduction_factor: float = field(
         default=0.1, metadata={"help": "Candidates are multiplied by this factor while gradients are re-measured."}
     )
-    gradient_threshold: float = field(
-        default=0.0,
-        metadata={"help": "A candidate whose gradient statistic grew by more than this relative amount "
-                  "(g1 > g0 * (1 + threshold)) is judged on its grown gradient, which argues for restoring it."},
+    gradient_threshold: Optional[float] = field(
+        default=None,
+        metadata={"help": "If set, only candidates whose gradient grew by more than this relative amount "
+                  "(g1 > g0 * (1 + threshold)) are judged on the probed gradient g1, the others on the dense "
+                  "gradient g0. Default: every candidate on g1."},
     )
     gradient_weight: float = field(
-        default=1.0,
+        default=0.3,
         metadata={"help": "Weight of the probed saliency |W|*g against the strategy score when choosing "
                   "which candidates are pruned (both scaled to mean 1 per layer); 0 = strategy order only."},
     )
@@ -119,8 +120,10 @@ class GradProbeConfig:
                 f"`reduction_factor` must be in [0, 1) (candidates are multiplied by it while probing), "
                 f"got {self.reduction_factor!r}."
             )
-        if not (isinstance(self.gradient_threshold, (int, float)) and self.gradient_threshold >= 0):
-            raise ValueError(f"`gradient_threshold` must be a number >= 0, got {self.gradient_threshold!r}.")
+        if self.gradient_threshold is not None and not (
+            isinstance(self.gradient_threshold, (int, float)) and self.gradient_threshold >= 0
+        ):
+            raise ValueError(f"`gradient_threshold` must be None or a number >= 0, got {self.gradient_threshold!r}.")
         if not (isinstance(self.gradient_weight, (int, float)) and self.gradient_weight >= 0):
             raise ValueError(f"`gradient_weight` must be a number >= 0, got {self.gradient_weight!r}.")
         if not (isinstance(self.candidate_ratio, (int, float)) and self.candidate_ratio >= 1.0):

@@ -244,7 +244,7 @@ class OneShotPruner:
                 return global_masks(scores, cfg.sparsity, seed=cfg.seed), None
             return [select_mask(s, cfg.sparsity, cfg.comparison_group, cfg.pattern) for s in scores], None
         weights = [layer.out_in(layer.weight.detach()) for layer in layers]
-        grown = [(gradient_growth(a, b) > cfg.gradient_threshold) & c for a, b, c in zip(g0, g1, candidates)]
+        grown = [(gradient_growth(a, b) > (cfg.gradient_threshold or 0.0)) & c for a, b, c in zip(g0, g1, candidates)]
         masks = probe_masks(scores, weights, candidates, g0, g1, cfg.sparsity, cfg.comparison_group, cfg.pattern,
                             cfg.gradient_threshold, cfg.gradient_weight, cfg.seed)
         return masks, grown
@@ -417,8 +417,10 @@ def _probing_mode(model: nn.Module, gradient_checkpointing: bool):
             if not getattr(model, "supports_gradient_checkpointing", False):
                 raise ValueError(f"`gradient_checkpointing=True` but {type(model).__name__} does not support it.")
             # transformers 5.x renamed gradient_* to activation_checkpointing_*; the old names warn.
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.train()  # HF only checkpoints in training mode; dropout is switched off below
             for module in model.modules():
                 if isinstance(module, nn.Dropout):

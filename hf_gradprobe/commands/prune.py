@@ -24,7 +24,7 @@ def _add_config_arguments(parser) -> None:
         kwargs = {"default": None, "help": f"{f.metadata.get('help', '')} (default: {f.default})"}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        kwargs["type"] = {int: int, float: float}.get(type(f.default), str)
+        kwargs["type"] = {int: int, float: float}.get(type(f.default), float if f.name == "gradient_threshold" else str)
         group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
     group.add_argument("--no-probe", dest="probe", action="store_false", default=None,
                        help="plain strategy (the baseline), no gradient probing")
