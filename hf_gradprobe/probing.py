@@ -20,7 +20,6 @@ import types
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .layers import PrunableLayer
 
@@ -68,29 +67,56 @@ class _LayerStatistic:
         return out
 
 
+class _ProbeMatmul(torch.autograd.Function):
+    """``x @ W_eff`` for a probed layer, with ``W_eff = W * s`` built transiently in forward and backward.
+
+    Nothing weight-sized is saved for backward (only the input, as ``nn.Linear`` does, plus references to
+    the weight and the shrink mask), and the weight gradient goes straight to the probe instead of into
+    a ``.grad``. ``anchor`` is a scalar that requires grad, so backward runs even when nothing below the
+    layer does (layerwise mode feeds cached hidden states).
+    """
+
+    @staticmethod
+    def forward(ctx, x, anchor, weight, shrink, reduction_factor, transposed, record):
+        ctx.save_for_backward(x, weight, shrink)
+        ctx.reduction_factor, ctx.transposed, ctx.record = reduction_factor, transposed, record
+        w = _effective_weight(weight, shrink, reduction_factor, transposed)
+        out = x.to(torch.float32) @ (w if transposed else w.t())
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, shrink = ctx.saved_tensors
+        w = _effective_weight(weight, shrink, ctx.reduction_factor, ctx.transposed)
+        grad_out = grad_out.to(torch.float32)
+        flat_x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        flat_g = grad_out.reshape(-1, grad_out.shape[-1])
+        # weight gradient in (out, in) orientation, fp32, handed to the probe and never stored on the model
+        ctx.record(flat_g.t() @ flat_x)
+        grad_x = grad_out @ (w.t() if ctx.transposed else w)
+        return grad_x.to(x.dtype), None, None, None, None, None, None
+
+
+def _effective_weight(weight, shrink, reduction_factor, transposed) -> torch.Tensor:
+    """fp32 copy of the weight with the candidates multiplied by ``reduction_factor``."""
+    w = weight.detach().to(torch.float32)
+    if shrink is None:
+        return w
+    return torch.where(shrink.t() if transposed else shrink, w * reduction_factor, w)
+
+
 def _probe_forward(layer: PrunableLayer, probe: GradientProbe):
     module = layer.module
-    transposed = layer.transposed
 
     def forward(self, x):
-        weight = self.weight.detach()
-        upcast = weight.dtype != torch.float32
-        probe_weight = weight.float() if upcast else weight.clone()
         shrink = probe.shrink_masks.get(layer.name)
         if shrink is not None:
-            factor = torch.where(shrink.to(probe_weight.device), probe.reduction_factor, 1.0)
-            probe_weight = probe_weight * layer.from_out_in(factor)
-        probe_weight.requires_grad_(True)
-        probe_weight.register_hook(lambda grad: probe._record(layer, grad))
-        inputs = x.float() if upcast else x
-        bias = self.bias.detach().float() if (upcast and self.bias is not None) else self.bias
-        if transposed:  # Conv1D: x @ W + b with W stored (in, out)
-            out = inputs @ probe_weight
-            if bias is not None:
-                out = out + bias
-        else:
-            out = F.linear(inputs, probe_weight, bias)
-        return out.to(x.dtype) if upcast else out
+            shrink = shrink.to(self.weight.device)
+        out = _ProbeMatmul.apply(
+            x, probe.anchor, self.weight, shrink, probe.reduction_factor, layer.transposed,
+            lambda grad: probe._record(layer, grad),
+        )
+        return out + self.bias if self.bias is not None else out
 
     return types.MethodType(forward, module)
 
@@ -105,6 +131,9 @@ class GradientProbe:
         statistic: ``max_abs`` (elementwise max over batches of |grad|, as the original GradProbe),
             ``mean_abs`` or ``abs_sum`` (|gradient of the summed loss|).
         storage_dtype: dtype of the stored statistics (fp16 halves the memory of fp32).
+        buffer_batches: hold a batch's gradients until its backward is complete, so a batch with
+            non-finite gradients (fp16 overflow under loss scaling) can be dropped and retried. Costs
+            one fp32 gradient per probed weight; off, each layer's gradient is folded in as it arrives.
     """
 
     def __init__(
@@ -114,6 +143,7 @@ class GradientProbe:
         reduction_factor: float = 0.1,
         statistic: str = "max_abs",
         storage_dtype: torch.dtype = torch.float16,
+        buffer_batches: bool = False,
     ):
         if statistic not in GRADIENT_STATISTICS:
             raise ValueError(f"`gradient_statistic` must be one of {GRADIENT_STATISTICS}, got {statistic!r}.")
@@ -121,15 +151,27 @@ class GradientProbe:
         self.shrink_masks = shrink_masks or {}
         self.reduction_factor = float(reduction_factor)
         self.statistics = {layer.name: _LayerStatistic(statistic, storage_dtype) for layer in self.layers}
+        self.buffer_batches = buffer_batches
+        self.anchor = torch.zeros((), requires_grad=True)
         self._batch_grads: dict[str, torch.Tensor] = {}
+        self._batch_finite = True
 
     def _record(self, layer: PrunableLayer, grad: torch.Tensor) -> None:
-        # Held until the batch's backward is complete so a non-finite batch (fp16 overflow) can be dropped.
-        self._batch_grads[layer.name] = layer.out_in(grad)
+        if self.buffer_batches:
+            self._batch_grads[layer.name] = grad
+        elif torch.isfinite(grad).all():
+            self.statistics[layer.name].add(grad / self._loss_scale if self._loss_scale != 1.0 else grad)
+        else:
+            self._batch_finite = False
+
+    _loss_scale = 1.0
 
     def commit_batch(self, loss_scale: float = 1.0) -> bool:
-        """Fold the last backward's gradients into the statistics; False (nothing kept) if any is non-finite."""
+        """End a batch: fold buffered gradients in; False if any gradient was non-finite."""
         grads, self._batch_grads = self._batch_grads, {}
+        finite, self._batch_finite = self._batch_finite, True
+        if not self.buffer_batches:
+            return finite
         if any(not torch.isfinite(g).all() for g in grads.values()):
             return False
         for name, grad in grads.items():
@@ -140,6 +182,8 @@ class GradientProbe:
         return {name: stat.result() for name, stat in self.statistics.items()}
 
     def __enter__(self) -> GradientProbe:
+        device = self.layers[0].weight.device if self.layers else torch.device("cpu")
+        self.anchor = torch.zeros((), device=device, requires_grad=True)
         for layer in self.layers:
             layer.module.forward = _probe_forward(layer, self)
         return self
@@ -160,13 +204,16 @@ def run_probe_batches(
     """Forward/backward every batch through ``loss_fn(batch) -> scalar loss`` and commit its gradients.
 
     For fp16 models the loss is scaled (starting at 2**12, halved on overflow, the batch retried) so
-    activation gradients do not underflow in the half-precision part of the backward pass.
+    activation gradients do not underflow in the half-precision part of the backward pass. Without
+    batch buffering a retried batch may fold some layers twice, which ``max_abs`` absorbs (the same
+    unscaled gradient) but sums would not: the caller buffers batches for those.
     Returns the number of batches kept.
     """
     kept = 0
     for batch in batches:
         loss_scale = 2.0**12 if half_precision_fp16 else 1.0
         for _ in range(16):
+            probe._loss_scale = loss_scale
             loss = loss_fn(batch)
             (loss * loss_scale).backward()
             if probe.commit_batch(loss_scale):
@@ -175,6 +222,7 @@ def run_probe_batches(
             if loss_scale <= 1.0:
                 raise FloatingPointError("Non-finite gradients in the probe even without loss scaling.")
             loss_scale /= 2.0
+    probe._loss_scale = 1.0
     return kept
 
 

@@ -257,10 +257,16 @@ class OneShotPruner:
 
     def _probe(self, layers, shrink, windows, runner_context=None) -> dict[str, torch.Tensor]:
         cfg = self.config
-        probe = GradientProbe(layers, shrink, cfg.reduction_factor, cfg.gradient_statistic, cfg.storage_dtype)
+        probe = self._new_probe(layers, shrink)
         with probe, (runner_context() if runner_context else contextlib.nullcontext()):
             run_probe_batches(probe, self._probe_batches(windows), self._loss, half_precision_fp16=self.fp16)
         return probe.results()
+
+    def _new_probe(self, layers, shrink) -> GradientProbe:
+        cfg = self.config
+        # fp16 models retry overflowing batches; only max_abs can absorb a partly folded retry.
+        buffer = self.fp16 and cfg.gradient_statistic != "max_abs"
+        return GradientProbe(layers, shrink, cfg.reduction_factor, cfg.gradient_statistic, cfg.storage_dtype, buffer)
 
     def _probe_batches(self, windows):
         yield from self._batches(windows, 1)
@@ -271,22 +277,24 @@ class OneShotPruner:
             self.layer_stats[layer.name] = {
                 "candidates": int(candidates[i].sum()) if candidates is not None else int(mask.sum()),
                 "restored": int((candidates[i] & ~mask).sum()) if candidates is not None else 0,
-                "grown": int(protected[i].sum()) if protected is not None else 0,
+                "grown": int(protected[i].sum()) if protected is not None else None,
             }
 
     # -- whole-model mode --------------------------------------------------------------------------
     def run_whole_model(self) -> None:
         cfg = self.config
         needs_norms = cfg.strategy == "wanda"
+        # The dense gradient g0 only matters with a gradient_threshold; without one a single probe pass
+        # (at the shrunk candidates) is all the rule needs.
+        needs_g0 = cfg.probe and cfg.gradient_threshold is not None
         norms, g0 = None, None
         collector = ActivationNormCollector(self.layers) if needs_norms else contextlib.nullcontext()
         with collector:
-            if cfg.probe:
+            rest = self.windows if needs_norms else None
+            if needs_g0:
                 # The dense gradients and the Wanda statistics come from the same forward passes.
                 g0 = self._probe(self.layers, None, self._probe_windows())
                 rest = self.windows[cfg.num_probe_samples :] if needs_norms else None
-            else:
-                rest = self.windows if needs_norms else None
             if rest is not None and len(rest):
                 with torch.no_grad():
                     for batch in tqdm(list(self._batches(rest, cfg.calibration_batch_size)), desc="Calibration",
@@ -302,8 +310,10 @@ class OneShotPruner:
         shrink = {layer.name: c for layer, c in zip(self.layers, candidates)}
         g1 = self._probe(self.layers, shrink, self._probe_windows())
         names = [layer.name for layer in self.layers]
-        masks, protected = self._final_masks(self.layers, norms, [g0[n] for n in names], [g1[n] for n in names], candidates)
-        self._apply(self.layers, masks, protected, candidates)
+        g1 = [g1.pop(n) for n in names]
+        g0 = [g0.pop(n) for n in names] if g0 is not None else g1
+        masks, grown = self._final_masks(self.layers, norms, g0, g1, candidates)
+        self._apply(self.layers, masks, grown if needs_g0 else None, candidates)
 
     def _loss_free_forward(self, batch: torch.Tensor) -> None:
         try:
@@ -378,11 +388,12 @@ class OneShotPruner:
             probe_hidden = hidden[: cfg.num_probe_samples]
             candidates = self._candidates(layers, norms)
             shrink = {layer.name: c for layer, c in zip(layers, candidates)}
-            g0 = self._probe_from_block(runner, index, layers, None, probe_hidden)
+            needs_g0 = cfg.gradient_threshold is not None
             g1 = self._probe_from_block(runner, index, layers, shrink, probe_hidden)
+            g0 = self._probe_from_block(runner, index, layers, None, probe_hidden) if needs_g0 else g1
             names = [layer.name for layer in layers]
-            masks, protected = self._final_masks(layers, norms, [g0[n] for n in names], [g1[n] for n in names], candidates)
-            self._apply(layers, masks, protected, candidates)
+            masks, grown = self._final_masks(layers, norms, [g0[n] for n in names], [g1[n] for n in names], candidates)
+            self._apply(layers, masks, grown if needs_g0 else None, candidates)
             del g0, g1
         else:
             masks, _ = self._final_masks(layers, norms)
@@ -391,8 +402,7 @@ class OneShotPruner:
         return self._run_block_on_cache(runner, index, hidden)
 
     def _probe_from_block(self, runner, index, layers, shrink, probe_hidden) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        probe = GradientProbe(layers, shrink, cfg.reduction_factor, cfg.gradient_statistic, cfg.storage_dtype)
+        probe = self._new_probe(layers, shrink)
 
         def batches():
             for i in range(len(probe_hidden)):
