@@ -362,18 +362,18 @@ class OneShotPruner:
         handle = runner.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
         try:
             with torch.no_grad():
-                for batch in self._batches(self.windows, 1):
+                for batch in self._batches(self.windows, self.config.calibration_batch_size):
                     self._loss_free_forward(batch)
         finally:
             handle.remove()
         return torch.cat(captured)
 
     def _run_block_on_cache(self, runner, index, hidden, collector=None) -> torch.Tensor:
-        outputs = []
+        outputs, size = [], self.config.calibration_batch_size
         with torch.no_grad(), runner.from_block(index, stop_after=True), (collector or contextlib.nullcontext()):
-            for i in range(len(hidden)):
-                runner.inputs = hidden[i : i + 1]
-                self._loss_free_forward(self.windows[i : i + 1].to(self.device))
+            for i in range(0, len(hidden), size):
+                runner.inputs = hidden[i : i + size]
+                self._loss_free_forward(self.windows[i : i + size].to(self.device))
                 outputs.append(runner.output)
         return torch.cat(outputs)
 

@@ -87,14 +87,16 @@ def run(args) -> int:
         report.extra["perplexity_eval"] = {"data": args.eval_data, "seq_len": args.eval_seq_len, "windows": after.windows}
     command = "hf-gradprobe " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("hf-gradprobe") else None
     metadata = report.to_dict()
-    if args.output:
-        from ..hub import save_pruned
-
-        save_pruned(model, args.output, tokenizer=tokenizer, metadata=metadata, command=command, overwrite=args.overwrite)
     if args.push_to_hub:
         from ..hub import push_to_hub
 
-        push_to_hub(model, args.push_to_hub, tokenizer=tokenizer, metadata=metadata, command=command, private=args.private)
+        # With --output the pushed folder is the one kept there: written once, committed once.
+        push_to_hub(model, args.push_to_hub, tokenizer=tokenizer, metadata=metadata, command=command,
+                    private=args.private, output_dir=args.output, overwrite=args.overwrite)
+    elif args.output:
+        from ..hub import save_pruned
+
+        save_pruned(model, args.output, tokenizer=tokenizer, metadata=metadata, command=command, overwrite=args.overwrite)
     summary = {
         "model": args.model,
         "method": report.method,
