@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging
@@ -89,9 +88,11 @@ class PruningReport:
 
 
 def causal_lm_loss(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over every predicted token, in fp32."""
-    logits = model(input_ids=input_ids, use_cache=False).logits
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten().to(logits.device))
+    """Mean next-token cross-entropy over every predicted token, in fp32.
+
+    Through ``labels`` so the model's own loss shifts the labels rather than copying the (large) logits.
+    """
+    return model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.float()
 
 
 def _has_lm_head(model: nn.Module) -> bool:
@@ -269,7 +270,8 @@ class OneShotPruner:
         return GradientProbe(layers, shrink, cfg.reduction_factor, cfg.gradient_statistic, cfg.storage_dtype, buffer)
 
     def _probe_batches(self, windows):
-        yield from self._batches(windows, 1)
+        yield from tqdm(self._batches(windows, 1), total=len(windows), desc="Probe", disable=not self.progress,
+                        unit="window")
 
     def _apply(self, layers, masks, protected=None, candidates=None) -> None:
         for i, (layer, mask) in enumerate(zip(layers, masks)):
@@ -368,14 +370,17 @@ class OneShotPruner:
             handle.remove()
         return torch.cat(captured)
 
-    def _run_block_on_cache(self, runner, index, hidden, collector=None) -> torch.Tensor:
-        outputs, size = [], self.config.calibration_batch_size
+    def _run_block_on_cache(self, runner, index, hidden, collector=None, update=False) -> torch.Tensor:
+        """Run block ``index`` on the cached inputs; with ``update``, its outputs replace them in place
+        (one buffer of hidden states for the whole layerwise pass)."""
+        size = self.config.calibration_batch_size
         with torch.no_grad(), runner.from_block(index, stop_after=True), (collector or contextlib.nullcontext()):
             for i in range(0, len(hidden), size):
                 runner.inputs = hidden[i : i + size]
                 self._loss_free_forward(self.windows[i : i + size].to(self.device))
-                outputs.append(runner.output)
-        return torch.cat(outputs)
+                if update:
+                    hidden[i : i + size] = runner.output
+        return hidden
 
     def _process_block(self, runner, index, layers, hidden) -> torch.Tensor:
         cfg = self.config
@@ -399,7 +404,7 @@ class OneShotPruner:
             masks, _ = self._final_masks(layers, norms)
             self._apply(layers, masks)
         # The next block sees this block's pruning.
-        return self._run_block_on_cache(runner, index, hidden)
+        return self._run_block_on_cache(runner, index, hidden, update=True)
 
     def _probe_from_block(self, runner, index, layers, shrink, probe_hidden) -> dict[str, torch.Tensor]:
         probe = self._new_probe(layers, shrink)
