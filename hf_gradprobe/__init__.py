@@ -12,3 +12,4 @@ from .sparsity import SparsityReport, measure_sparsity
 from .config import GradProbeConfig
 from .pruning import PruningReport, causal_lm_loss, prune_pretrained
 from .metric_path import PERPLEXITY_METRIC_PATH
+from .training import PruningCallback, PruningTrainer, PruningTrainingArguments

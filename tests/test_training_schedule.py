@@ -1,0 +1,154 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Sparsity schedules, update steps, layer-adaptive ramp and argument validation (pure functions)."""
+
+import math
+
+import pytest
+import torch
+
+from hf_gradprobe.masking import sampled_threshold
+from hf_gradprobe.training import PruningTrainingArguments, apply_step_budget, resolve_pruning_options
+from hf_gradprobe.training.schedule import (
+    is_update_step,
+    layer_adaptive_scales,
+    layer_sparsities,
+    resolve_step,
+    schedule_progress,
+    scheduled_sparsity,
+)
+from hf_gradprobe.training.threshold import device_sampled_threshold
+
+
+def test_schedule_values():
+    # start 100, end 300, target 0.5; p = 0.5 at step 200.
+    assert scheduled_sparsity(50, 0.5, 100, 300, "linear") == 0.0
+    assert scheduled_sparsity(200, 0.5, 100, 300, "linear") == pytest.approx(0.25)
+    assert scheduled_sparsity(200, 0.5, 100, 300, "cubic") == pytest.approx(0.0625)
+    assert scheduled_sparsity(200, 0.5, 100, 300, "zhu_gupta") == pytest.approx(0.4375)
+    for schedule in ("linear", "cubic", "zhu_gupta"):
+        assert scheduled_sparsity(300, 0.5, 100, 300, schedule) == 0.5
+        assert scheduled_sparsity(10_000, 0.5, 100, 300, schedule) == 0.5
+        values = [scheduled_sparsity(t, 0.5, 100, 300, schedule) for t in range(0, 400)]
+        assert values == sorted(values)  # non-decreasing: masks can only grow
+    # The reference table (warmup 100, ramp end 3000, p^3): 0.0149 at 1000, 0.2834 at 2500.
+    assert scheduled_sparsity(1000, 0.5, 100, 3000, "cubic") == pytest.approx(0.0149, abs=1e-4)
+    assert scheduled_sparsity(2500, 0.5, 100, 3000, "cubic") == pytest.approx(0.2834, abs=1e-4)
+    assert schedule_progress(5, 5, 5) == 1.0  # one-shot when start == end
+    with pytest.raises(ValueError, match="before the start"):
+        schedule_progress(1, 10, 5)
+    with pytest.raises(ValueError, match="linear"):
+        scheduled_sparsity(1, 0.5, 0, 10, "exponential")
+
+
+def test_update_steps():
+    steps = [t for t in range(0, 40) if is_update_step(t, 10, 32, 5)]
+    assert steps == [10, 15, 20, 25, 30, 32]  # every 5 from the start, always the end, nothing after
+    assert [t for t in range(0, 5) if is_update_step(t, 0, 3, 1)] == [1, 2, 3]  # step 0 is before any update
+    with pytest.raises(ValueError, match="pruning_frequency"):
+        is_update_step(1, 0, 3, 0)
+
+
+def test_resolve_step():
+    assert resolve_step(0.1, 1000) == 100
+    assert resolve_step(250, 1000) == 250
+    assert resolve_step(0, 1000) == 0
+    with pytest.raises(ValueError, match="whole number"):
+        resolve_step(2.5, 1000, "pruning_end_step")
+    with pytest.raises(ValueError, match="pruning_start_step"):
+        resolve_step(-1, 1000, "pruning_start_step")
+
+
+def test_layer_adaptive_ramp_keeps_global_target():
+    positions = [0.0, 0.5, 1.0]
+    scales = layer_adaptive_scales(positions, [100, 100, 100])
+    assert scales == pytest.approx([0.7, 1.0, 1.3])
+    sparsities = layer_sparsities(0.5, scales, [100, 100, 100])
+    assert sparsities == pytest.approx([0.35, 0.5, 0.65])
+    # Unequal sizes: renormalised so the size-weighted mean is the target (the original overshot).
+    numels = [10, 10, 1000]
+    sparsities = layer_sparsities(0.5, layer_adaptive_scales(positions, numels), numels)
+    assert sum(s * n for s, n in zip(sparsities, numels, strict=True)) / sum(numels) == pytest.approx(0.5)
+    assert sparsities[0] < sparsities[1] < sparsities[2]
+    # A capped layer hands its excess to the others.
+    sparsities = layer_sparsities(0.9, [0.5, 1.5], [100, 100], cap=0.95)
+    assert max(sparsities) <= 0.95 and sum(sparsities) / 2 == pytest.approx(0.9)
+
+
+def test_options_defaults_per_method():
+    bitter4 = resolve_pruning_options("bitter4", 0.5, None, 0.1, 0.7, 50, None, None, None)
+    assert (bitter4["schedule"], bitter4["comparison_group"], bitter4["layer_adaptive"]) == (
+        "cubic",
+        "per_layer",
+        True,
+    )
+    magnitude = resolve_pruning_options("magnitude", 0.5, None, 0.1, 0.7, 50, None, None, None)
+    assert (magnitude["schedule"], magnitude["comparison_group"], magnitude["layer_adaptive"]) == (
+        "linear",
+        "global",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"pruning_target_sparsity": 1.0}, r"pruning_target_sparsity.*\[0, 1\)"),
+        ({"pruning_target_sparsity": -0.1}, r"pruning_target_sparsity"),
+        ({"pruning_start_step": 100, "pruning_end_step": 50}, r"pruning_end_step.*before.*pruning_start_step"),
+        ({"pruning_start_step": 0.5, "pruning_end_step": 0.2}, r"pruning_end_step.*before"),
+        ({"pruning_method": "bitter10"}, r"pruning_method.*bitter0"),
+        ({"pruning_schedule": "exp"}, r"pruning_schedule.*linear"),
+        ({"pruning_frequency": 0}, r"pruning_frequency"),
+        ({"pruning_sample_fraction": 0.0}, r"pruning_sample_fraction"),
+        ({"pruning_comparison_group": "per_row"}, r"pruning_comparison_group.*global"),
+        ({"pruning_method": "bitter4", "pruning_comparison_group": "global"}, r"per_layer"),
+    ],
+)
+def test_bad_arguments(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        PruningTrainingArguments(output_dir=str(tmp_path), report_to=[], **kwargs)
+
+
+def test_step_budget_is_opt_in_and_logged(tmp_path, caplog):
+    args = PruningTrainingArguments(output_dir=str(tmp_path), report_to=[], max_steps=100, pruning_method="bitter3")
+    assert apply_step_budget(args).max_steps == 100  # off by default
+    args = PruningTrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        max_steps=100,
+        pruning_method="bitter3",
+        pruning_adjust_step_budget=True,
+    )
+    from transformers.utils import logging
+
+    logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            assert apply_step_budget(args).max_steps == 130
+            assert apply_step_budget(args).max_steps == 130  # applied once
+    finally:
+        logging.disable_propagation()
+    assert "max_steps` 100 -> 130" in caplog.text
+    args = PruningTrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        max_steps=100,
+        pruning_method="bitter2",
+        pruning_adjust_step_budget=True,
+    )
+    assert apply_step_budget(args).max_steps == 121
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU"))]
+)
+def test_device_sampled_threshold(device):
+    generator = torch.Generator().manual_seed(0)
+    scores = [torch.rand(300, 200, generator=generator).to(device), torch.rand(5000, generator=generator).to(device)]
+    threshold = device_sampled_threshold(scores, 0.3, 0.2, seed=7)
+    assert threshold == device_sampled_threshold(scores, 0.3, 0.2, seed=7)  # seeded: the same on every rank
+    achieved = sum(int((s <= threshold).sum()) for s in scores) / sum(s.numel() for s in scores)
+    assert achieved == pytest.approx(0.3, abs=0.01)
+    if device == "cpu":
+        assert threshold == sampled_threshold(scores, 0.3, 0.2, seed=7)
+    assert device_sampled_threshold(scores, 0.0, 0.2) == -math.inf
