@@ -47,6 +47,9 @@ OUR_ROWS = {
     "gradprobe-wanda-layerwise": dict(strategy="wanda", layerwise=True),
 }
 LLMC_ROWS = {"llmcompressor-wanda": "wanda", "llmcompressor-sparsegpt": "sparsegpt"}
+# Most informative rows first, so an interrupted run still answers the main questions.
+DEFAULT_ORDER = ["wanda", "gradprobe-wanda", "llmcompressor-wanda", "llmcompressor-sparsegpt", "magnitude",
+                 "gradprobe-magnitude", "wanda-layerwise", "gradprobe-wanda-layerwise", "gradprobe-magnitude-layerwise"]
 
 
 def run_ours(model, tokenizer, original, name, overrides, pattern, args):
@@ -114,7 +117,7 @@ def to_markdown(result) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default=",".join([*OUR_ROWS, *LLMC_ROWS]), help="comma-separated row names")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ORDER), help="comma-separated row names, run in order")
     parser.add_argument("--patterns", default="unstructured,2:4")
     parser.add_argument("--probe-samples", type=int, default=16, help="probe windows, whole-model GradProbe")
     parser.add_argument("--layerwise-probe-samples", type=int, default=2, help="probe windows, layerwise GradProbe")
@@ -149,8 +152,8 @@ def main() -> int:
         Path(args.out_dir, f"{args.name}.json").write_text(json.dumps(result, indent=1, default=str))
         Path(args.out_dir, f"{args.name}.md").write_text(to_markdown(result))
 
-    for pattern in args.patterns.split(","):
-        for name in wanted:
+    for name in wanted:
+        for pattern in args.patterns.split(","):
             if name in OUR_ROWS:
                 row = run_ours(model, tokenizer, original, name, OUR_ROWS[name], pattern, args)
             elif name in LLMC_ROWS:

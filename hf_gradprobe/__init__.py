@@ -13,3 +13,6 @@ from .config import GradProbeConfig
 from .pruning import PruningReport, causal_lm_loss, prune_pretrained
 from .metric_path import PERPLEXITY_METRIC_PATH
 from .training import PruningCallback, PruningTrainer, PruningTrainingArguments
+from .card import build_model_card
+from .hub import PushToHubError, load_pruning_metadata, push_folder_to_hub, push_to_hub, save_pruned
+from .inspection import sparsity_report

@@ -137,9 +137,10 @@ def sampled_threshold(
     """Estimate the global score threshold at ``sparsity`` from a uniform sample of the pooled scores.
 
     One pass over the scores: from each tensor ``ceil(sample_fraction * numel)`` positions are drawn
-    (with replacement) by a CPU generator seeded with ``seed``, so every process of a distributed run
-    that holds the same scores draws the same positions and gets the same threshold. The threshold is
-    the sample's quantile at ``sparsity``.
+    (with replacement) by a generator seeded with ``seed`` on the scores' device (no round trip to the
+    CPU for accelerator tensors), so every process of a distributed run that holds the same scores on
+    the same kind of device draws the same positions and gets the same threshold. The threshold is the
+    sample's quantile at ``sparsity``.
 
     Error: with ``m`` sampled values, the fraction of the pool below the threshold has a standard
     deviation of ``sqrt(p (1 - p) / m)`` around ``p = sparsity`` (binomial sampling of the quantile):
@@ -149,13 +150,14 @@ def sampled_threshold(
     sparsity = validate_sparsity(sparsity)
     if not 0.0 < sample_fraction <= 1.0:
         raise ValueError(f"`sample_fraction` must be in (0, 1], got {sample_fraction!r}.")
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    device = scores[0].device if len(scores) else torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(int(seed))
     samples = []
     for tensor in scores:
         flat = tensor.detach().reshape(-1)
         count = max(1, math.ceil(sample_fraction * flat.numel()))
-        idx = torch.randint(flat.numel(), (count,), generator=generator)
-        samples.append(_as_fp32(flat[idx.to(flat.device)]).cpu())
+        idx = torch.randint(flat.numel(), (count,), generator=generator, device=device)
+        samples.append(_as_fp32(flat[idx.to(flat.device)]).to(device))
     pooled = torch.cat(samples)
     k = num_to_prune(pooled.numel(), sparsity)
     if k == 0:

@@ -298,7 +298,7 @@ class OneShotPruner:
                 g0 = self._probe(self.layers, None, self._probe_windows())
                 rest = self.windows[cfg.num_probe_samples :] if needs_norms else None
             if rest is not None and len(rest):
-                with torch.no_grad():
+                with torch.no_grad(), self._stop_after_last_layer():
                     for batch in tqdm(list(self._batches(rest, cfg.calibration_batch_size)), desc="Calibration",
                                       disable=not self.progress, unit="batch"):
                         self._loss_free_forward(batch)
@@ -316,6 +316,24 @@ class OneShotPruner:
         g0 = [g0.pop(n) for n in names] if g0 is not None else g1
         masks, grown = self._final_masks(self.layers, norms, g0, g1, candidates)
         self._apply(self.layers, masks, grown if needs_g0 else None, candidates)
+
+    @contextlib.contextmanager
+    def _stop_after_last_layer(self):
+        """End statistics-only forwards after the last block: the LM head's logits (the largest activation)
+        are never computed. Only when every prunable layer sits in the blocks, so all of them have run."""
+        if any(layer.block_index is None for layer in self.layers):
+            yield
+            return
+
+        def stop(module, args, output):
+            raise _StopForward
+
+        _, blocks = find_repeated_blocks(self.model)
+        handle = blocks[-1].register_forward_hook(stop)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _loss_free_forward(self, batch: torch.Tensor) -> None:
         try:
@@ -551,7 +569,8 @@ def prune_pretrained(
     report = PruningReport(
         method=config.method,
         config=config.to_dict(),
-        base_model=getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None),
+        # config._name_or_path is the Hub id even for the packaged GGUF copy; name_or_path is its folder.
+        base_model=getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None),
         sparsity=measured.sparsity,
         overall_sparsity=measured.overall_sparsity,
         layers=layers,

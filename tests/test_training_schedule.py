@@ -16,7 +16,6 @@ from hf_gradprobe.training.schedule import (
     schedule_progress,
     scheduled_sparsity,
 )
-from hf_gradprobe.training.threshold import device_sampled_threshold
 
 
 def test_schedule_values():
@@ -142,13 +141,11 @@ def test_step_budget_is_opt_in_and_logged(tmp_path, caplog):
 @pytest.mark.parametrize(
     "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU"))]
 )
-def test_device_sampled_threshold(device):
+def test_sampled_threshold_on_the_scores_device(device):
     generator = torch.Generator().manual_seed(0)
     scores = [torch.rand(300, 200, generator=generator).to(device), torch.rand(5000, generator=generator).to(device)]
-    threshold = device_sampled_threshold(scores, 0.3, 0.2, seed=7)
-    assert threshold == device_sampled_threshold(scores, 0.3, 0.2, seed=7)  # seeded: the same on every rank
+    threshold = sampled_threshold(scores, 0.3, 0.2, seed=7)
+    assert threshold == sampled_threshold(scores, 0.3, 0.2, seed=7)  # seeded: the same on every rank
     achieved = sum(int((s <= threshold).sum()) for s in scores) / sum(s.numel() for s in scores)
     assert achieved == pytest.approx(0.3, abs=0.01)
-    if device == "cpu":
-        assert threshold == sampled_threshold(scores, 0.3, 0.2, seed=7)
-    assert device_sampled_threshold(scores, 0.0, 0.2) == -math.inf
+    assert sampled_threshold(scores, 0.0, 0.2) == -math.inf

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shlex
-import sys
 
 from .common import add_model_arguments, peak_rss_bytes, print_json
 
@@ -85,7 +83,9 @@ def run(args) -> int:
     report.perplexity_after = after.perplexity if after else None
     if after:
         report.extra["perplexity_eval"] = {"data": args.eval_data, "seq_len": args.eval_seq_len, "windows": after.windows}
-    command = "hf-gradprobe " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("hf-gradprobe") else None
+    from ..card import format_command
+
+    command = format_command(["hf-gradprobe", *args.argv], prefix="hf-gradprobe")  # token values redacted
     metadata = report.to_dict()
     if args.push_to_hub:
         from ..hub import push_to_hub

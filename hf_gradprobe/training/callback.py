@@ -25,7 +25,7 @@ from .schedule import (
     resolve_step,
     scheduled_sparsity,
 )
-from .threshold import device_sampled_threshold
+from ..masking import sampled_threshold
 
 logger = logging.get_logger(__name__)
 
@@ -360,7 +360,7 @@ class PruningCallback(TrainerCallback):
                 new = global_masks(scores, target, exact_limit=self.exact_limit)
                 thresholds.append(_kth_from_masks(scores, new))
             else:
-                threshold = device_sampled_threshold(
+                threshold = sampled_threshold(
                     scores, target, self.sample_fraction or DEFAULT_SAMPLE_FRACTION, seed
                 )
                 new = [score <= threshold for score in scores]
@@ -378,7 +378,7 @@ class PruningCallback(TrainerCallback):
                     thresholds.append(_kth_from_masks([score], [mask]))
                 else:
                     fraction = self.sample_fraction or DEFAULT_SAMPLE_FRACTION
-                    threshold = device_sampled_threshold([score], sparsity, fraction, seed + 7919 * index)
+                    threshold = sampled_threshold([score], sparsity, fraction, seed + 7919 * index)
                     mask = score <= threshold
                     thresholds.append(threshold)
                 new.append(mask)

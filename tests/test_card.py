@@ -1,0 +1,167 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Model card rendering, the per-layer plot, and the rendered example in model_cards/."""
+
+import importlib.resources
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_gradprobe.card import (
+    TEMPLATE_PATH,
+    build_model_card,
+    describe_dataset,
+    format_command,
+    plot_layer_sparsity,
+    redact,
+)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CARD = REPO_ROOT / "model_cards" / "example_smollm2_gradprobe_50.md"
+EXAMPLE_METADATA = REPO_ROOT / "model_cards" / "example_smollm2_gradprobe_50.pruning_config.json"
+EXAMPLE_REPO_ID = "your-name/SmolLM2-135M-Instruct-gradprobe-50"
+
+LAYERS = [
+    {"name": f"model.layers.{b}.{kind}", "shape": [8, 16], "numel": 128, "zeros": 64 + b, "sparsity": (64 + b) / 128}
+    for b in range(3) for kind in ("self_attn.q_proj", "mlp.down_proj")
+]
+LEAD_METADATA = {  # the shape of prune_pretrained's report
+    "method": "gradprobe", "strategy": "wanda", "probe": True, "config": {"sparsity": 0.5, "pattern": "2:4"},
+    "target_sparsity": 0.5, "pattern": "2:4", "comparison_group": "per_row", "sparsity": 0.5, "overall_sparsity": 0.37,
+    "layers": LAYERS, "calibration": {"source": "/home/me/data/wikitext-2/valid.txt", "num_samples": 64,
+                                      "seq_len": 512, "seed": 0},
+    "seed": 0, "hf_gradprobe_version": "0.1.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "perplexity_before": 24.01, "perplexity_after": 40.1,
+    "perplexity_eval": {"data": "wikitext-2-raw test", "seq_len": 1024, "windows": 32},
+    "seconds": 123.4, "peak_memory_bytes": 2_500_000_000, "architecture": "LlamaForCausalLM",
+}
+
+
+def test_card_metadata_and_sections():
+    card = build_model_card(LEAD_METADATA, repo_id="me/smol-2of4", card_data={"license": "apache-2.0"})
+    parsed = ModelCard(str(card))  # what the Hub reads back
+    data = parsed.data
+    assert data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and data.library_name == "transformers"
+    assert data.pipeline_tag == "text-generation" and data.license == "apache-2.0"
+    assert {"pruned", "sparse", "hf_gradprobe", "gradprobe", "2-4-sparsity"} <= set(data.tags)
+    assert data.datasets == ["Salesforce/wikitext"]
+    (result,) = data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_type, result.dataset_config, result.dataset_split) == (
+        "perplexity", 40.1, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+    assert data.model_name == "smol-2of4"
+
+    text = parsed.text
+    assert "# smol-2of4" in text and 'from_pretrained("me/smol-2of4")' in text
+    assert "24.01 before, **40.10** after" in text
+    assert "![Sparsity of each prunable layer](sparsity_per_layer.png)" in text
+    assert "| model.layers.2.mlp.down_proj | 8x16 | 66 | 51.56% | ? |" in text
+    assert "The file is not smaller" in text and "not faster" in text
+    assert "2:4 pattern is the exception" in text and "to_sparse_semi_structured" in text
+    assert "`.../wikitext-2/valid.txt`" in text and "/home/me" not in text.split("```json")[0]
+    assert "hf-gradprobe inspect me/smol-2of4 --pattern 2:4" in text
+    # No command recorded: code rebuilt from the recorded settings, and the card says so.
+    assert "prune_pretrained(\n    'HuggingFaceTB/SmolLM2-135M-Instruct',\n    calibration='.../wikitext-2/valid.txt',\n" \
+        "    sparsity=0.5,\n    pattern='2:4',\n)" in text
+    assert "No command was recorded" in text
+
+
+def test_unstructured_card_has_no_nm_claim_and_no_model_index_without_perplexity():
+    meta = {k: v for k, v in LEAD_METADATA.items() if not k.startswith("perplexity")}
+    meta.update(pattern="unstructured", base_model="/local/folder", command="hf-gradprobe prune m --sparsity 0.5")
+    card = build_model_card(meta)
+    assert card.data.eval_results is None and card.data.base_model is None  # local paths are not Hub ids
+    assert "pattern is the exception" not in card.text and "unstructured sparse" in card.text
+    assert "| perplexity | not measured |" in card.text
+    assert "```bash\nhf-gradprobe prune m --sparsity 0.5\n```" in card.text
+    assert "No command was recorded" not in card.text
+
+
+def test_card_renders_from_empty_or_partial_metadata():
+    card = build_model_card({})
+    assert "# pruned-model" in card.text and "Sparsity per layer" not in card.text
+    assert card.data.tags == ["pruned", "sparse", "hf_gradprobe"]
+    card = build_model_card({"method": "magnitude", "layers": [{"name": "fc", "numel": 4, "zeros": 2}]}, plot_file=None)
+    assert "| fc | ? | 2 | 50.00% |" in card.text and "](sparsity_per_layer.png)" not in card.text
+    with pytest.raises(TypeError, match="metadata"):
+        build_model_card(["not", "a", "dict"])
+
+
+def test_tokens_never_reach_the_card():
+    token = "hf_" + "A1b2C3d4" * 5
+    assert format_command(["x", "--token", token, "--out", "d"], prefix="hf-gradprobe") == "hf-gradprobe --token *** --out d"
+    assert format_command(["x", f"--hub-token={token}"], prefix="p") == "p --hub-token=***"
+    assert redact(f"HF_TOKEN={token} rest") == "HF_TOKEN=*** rest"
+    card = build_model_card({"command": f"prune --secret {token}"})
+    assert token not in str(card)
+
+
+def test_describe_dataset():
+    assert describe_dataset("../shared/data/wikitext-2-raw/wiki.test.raw") == (
+        "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+    assert describe_dataset("wikitext-2/valid.txt") == ("Salesforce/wikitext", "wikitext-2-v1", "validation")
+    assert describe_dataset("allenai/c4") == ("allenai/c4", None, None)
+    assert describe_dataset("my_corpus.txt")[0] is None and describe_dataset(None) == (None, None, None)
+
+
+def test_plot_is_a_png_for_block_and_flat_layer_names(tmp_path):
+    for name, layers in [("blocks", LAYERS), ("flat", [{"name": "fc1", "numel": 10, "zeros": 3}, {"name": "fc2"}])]:
+        path = plot_layer_sparsity(layers, tmp_path / f"{name}.png", target=0.5)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_missing_matplotlib_gives_a_card_without_plot(tmp_path, monkeypatch, tiny_llama):
+    from hf_gradprobe.hub import save_pruned
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_layer_sparsity(LAYERS, tmp_path / "x.png")
+    out = save_pruned(tiny_llama, tmp_path / "out")
+    assert not (out / "sparsity_per_layer.png").exists()
+    assert "](sparsity_per_layer.png)" not in (out / "README.md").read_text()
+
+
+def test_template_ships_inside_the_package():
+    packaged = importlib.resources.files("hf_gradprobe") / "templates" / "pruned_model_card.md"
+    assert packaged.is_file() and Path(str(packaged)) == TEMPLATE_PATH
+    setup = (REPO_ROOT / "setup.py").read_text()
+    assert '"templates/*.md"' in setup
+
+
+# The example card: regenerated from the metadata saved beside it and compared, with the fields that
+# change from run to run or version to version (versions, timing, memory) normalised on both sides.
+_VOLATILE = [
+    (re.compile(r"(- (?:hf_gradprobe|transformers|torch|huggingface_hub): ).*"), r"\1<version>"),
+    (re.compile(r'("(?:hf_gradprobe_version|transformers|torch|huggingface_hub)": )"[^"]*"'), r'\1"<version>"'),
+    (re.compile(r'("(?:seconds|peak_memory_bytes|memory_before_bytes|extra_memory_bytes)": )[0-9.e+-]+'), r"\1<n>"),
+    (re.compile(r"(\| pruning cost \| ).*( \|)"), r"\1<cost>\2"),
+    (re.compile(r'("device": )"[^"]*"'), r'\1"<device>"'),
+]
+
+
+def normalise(text: str) -> str:
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def render_example() -> str:
+    metadata = json.loads(EXAMPLE_METADATA.read_text())
+    card = build_model_card(metadata, repo_id=EXAMPLE_REPO_ID, plot_file="example_smollm2_gradprobe_50.png",
+                            card_data={"license": "apache-2.0", "language": ["en"]})
+    return str(card)
+
+
+def test_example_card_is_what_the_template_renders():
+    if os.environ.get("HF_GRADPROBE_REGENERATE_CARDS") == "1":
+        EXAMPLE_CARD.write_text(render_example())
+    expected = EXAMPLE_CARD.read_text()
+    assert normalise(render_example()) == normalise(expected), (
+        "model_cards/example card is out of date with the template: regenerate it with "
+        "`HF_GRADPROBE_REGENERATE_CARDS=1 pytest tests/test_card.py -k example` and review the diff."
+    )
+    assert ModelCard(expected).data.eval_results  # the example shows a model-index
