@@ -170,6 +170,7 @@ def run(args) -> dict:
             output_dir=None,  # nothing saved
         )
         prune_seconds = time.perf_counter() - t_prune
+    prune_peak_rss = peak_rss_bytes()  # the peak so far: loading + calibration data + oneshot, before evaluation
     model.config._name_or_path = hub_name
     # oneshot wraps every module in compressed-tensors' (CPU->CPU) offloading: back to a plain model.
     remove_dispatch(model)
@@ -177,10 +178,12 @@ def run(args) -> dict:
 
     pattern = "2:4" if args.pattern == "2:4" else None
     report = measure_sparsity(model, pattern=pattern)
-    pruned_layers = sum(1 for layer in report.layers if layer.zeros)
+    # The dense model already has a few exact zeros (GGUF dequantization): count the layers near the target.
+    pruned_layers = sum(1 for layer in report.layers if layer.sparsity >= 0.9 * args.sparsity)
+    # Unchanged by pruning: the dense GGUF-dequantized embedding already holds 291,645 exact zeros.
     embed = model.get_input_embeddings().weight
     lm_head = model.get_output_embeddings().weight
-    dense_outside = int((embed == 0).sum()) + int((lm_head == 0).sum())
+    lm_head_tied = lm_head.data_ptr() == embed.data_ptr()
 
     t_eval = time.perf_counter()
     ppl = compute_perplexity(
@@ -207,7 +210,9 @@ def run(args) -> dict:
         "nm_compliant": report.nm_compliant,
         "prunable_layers": len(report.layers),
         "pruned_layers": pruned_layers,
-        "zeros_in_embeddings_and_lm_head": dense_outside,
+        "embedding_zeros": int((embed == 0).sum()),
+        "lm_head_zeros": int((lm_head == 0).sum()),
+        "lm_head_tied": lm_head_tied,
         "overall_sparsity": report.overall_sparsity,
         "perplexity_tokens": ppl.tokens,
         "perplexity_windows": ppl.windows,
@@ -215,6 +220,7 @@ def run(args) -> dict:
         "calibration_data_seconds": data_seconds,
         "eval_seconds": eval_seconds,
         "load_peak_rss_bytes": load_peak_rss,
+        "prune_peak_rss_bytes": prune_peak_rss,
         "calibration_sha256": calibration_sha256,
         "num_calibration_samples": NUM_CALIBRATION_SAMPLES,
         "max_seq_length": MAX_SEQ_LENGTH,

@@ -48,8 +48,8 @@ OUR_ROWS = {
 }
 LLMC_ROWS = {"llmcompressor-wanda": "wanda", "llmcompressor-sparsegpt": "sparsegpt"}
 # Most informative rows first, so an interrupted run still answers the main questions.
-DEFAULT_ORDER = ["wanda", "gradprobe-wanda", "llmcompressor-wanda", "llmcompressor-sparsegpt", "magnitude",
-                 "gradprobe-magnitude", "wanda-layerwise", "gradprobe-wanda-layerwise", "gradprobe-magnitude-layerwise"]
+DEFAULT_ORDER = ["wanda", "gradprobe-wanda", "gradprobe-wanda-layerwise", "llmcompressor-sparsegpt", "magnitude",
+                 "gradprobe-magnitude", "wanda-layerwise", "llmcompressor-wanda", "gradprobe-magnitude-layerwise"]
 
 
 def run_ours(model, tokenizer, original, name, overrides, pattern, args):
@@ -160,7 +160,12 @@ def main() -> int:
                 if not LLMC_PYTHON.exists():
                     result["skipped"].append(f"{name} {pattern} (run benchmarks/setup_llmcompressor.sh first)")
                     continue
-                row = run_llmcompressor(name, LLMC_ROWS[name], pattern, args)
+                try:
+                    row = run_llmcompressor(name, LLMC_ROWS[name], pattern, args)
+                except (subprocess.CalledProcessError, OSError, KeyError, ValueError) as err:
+                    result["skipped"].append(f"{name} {pattern} (failed: {err})")
+                    save()
+                    continue
             else:
                 raise SystemExit(f"unknown row {name!r}; choose from {[*OUR_ROWS, *LLMC_ROWS]}")
             result["rows"].append(row)

@@ -104,7 +104,14 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
             f"got shape {tuple(scores.shape)}. Exclude this layer with `ignore`, or use another M."
         )
     groups = _as_fp32(scores).reshape(-1, m)
-    # A stable sort of M values per group: cheap, vectorised, and position-ordered for ties.
+    if m <= 16:
+        # Rank of each entry in its group, by pairwise comparison (M^2 per group, no sort): several times
+        # faster than a sort along a tiny last dimension on CPU. Ties: the lower position ranks first.
+        a, b = groups.unsqueeze(-1), groups.unsqueeze(-2)  # a: entry i, b: entry j
+        earlier = torch.ones(m, m, dtype=torch.bool, device=groups.device).tril(-1)  # [i, j]: j < i
+        ranks = ((b < a) | ((b == a) & earlier)).sum(dim=-1)
+        return (ranks < m - n).reshape(scores.shape)
+    # A stable sort of M values per group: position-ordered for ties.
     order = torch.sort(groups, dim=-1, stable=True).indices[:, : m - n]
     mask = torch.zeros_like(groups, dtype=torch.bool)
     mask.scatter_(-1, order, True)

@@ -237,18 +237,40 @@ class OneShotPruner:
     def _scores(self, layers: Sequence[PrunableLayer], norms) -> list[torch.Tensor]:
         return [strategy_scores(self.config.strategy, layer, norms) for layer in layers]
 
-    def _final_masks(self, layers, norms, g0=None, g1=None, candidates=None):
+    def _decide(self, layers, norms, g0=None, g1=None, candidates=None) -> None:
+        """Choose and apply the final masks. Layer by layer (one layer's scores in memory at a time) unless
+        one global threshold spans every layer; the lists passed in are emptied as layers are decided."""
         cfg = self.config
-        scores = self._scores(layers, norms)
-        if not cfg.probe:
-            if cfg.comparison_group == "global" and cfg.pattern == "unstructured":
-                return global_masks(scores, cfg.sparsity, seed=cfg.seed), None
-            return [select_mask(s, cfg.sparsity, cfg.comparison_group, cfg.pattern) for s in scores], None
-        weights = [layer.out_in(layer.weight.detach()) for layer in layers]
-        grown = [(gradient_growth(a, b) > (cfg.gradient_threshold or 0.0)) & c for a, b, c in zip(g0, g1, candidates)]
-        masks = probe_masks(scores, weights, candidates, g0, g1, cfg.sparsity, cfg.comparison_group, cfg.pattern,
-                            cfg.gradient_threshold, cfg.gradient_weight, cfg.seed)
-        return masks, grown
+        is_global = cfg.comparison_group == "global" and cfg.pattern == "unstructured"
+        groups = [list(range(len(layers)))] if is_global else [[i] for i in range(len(layers))]
+        pending = []  # masks of the current block, applied together: no block is ever left half-pruned
+
+        def flush():
+            for args in pending:
+                self._apply(*args)
+            pending.clear()
+
+        for group in groups:
+            if pending and layers[group[0]].block_index != pending[-1][0][-1].block_index:
+                flush()
+            subset = [layers[i] for i in group]
+            scores = self._scores(subset, norms)
+            grown = chosen = None
+            if not cfg.probe:
+                masks = (global_masks(scores, cfg.sparsity, seed=cfg.seed) if is_global
+                         else [select_mask(s, cfg.sparsity, cfg.comparison_group, cfg.pattern) for s in scores])
+            else:
+                chosen, a, b = ([seq[i] for i in group] for seq in (candidates, g0, g1))
+                weights = [layer.out_in(layer.weight.detach()) for layer in subset]
+                masks = probe_masks(scores, weights, chosen, a, b, cfg.sparsity, cfg.comparison_group, cfg.pattern,
+                                    cfg.gradient_threshold, cfg.gradient_weight, cfg.seed)
+                if cfg.gradient_threshold is not None:
+                    grown = [(gradient_growth(x, y) > cfg.gradient_threshold) & c for x, y, c in zip(a, b, chosen)]
+                for i in group:  # free what this group no longer needs
+                    candidates[i] = g0[i] = g1[i] = None
+            pending.append((subset, masks, grown, chosen))
+            del scores, masks
+        flush()
 
     def _candidates(self, layers, norms):
         cfg = self.config
@@ -305,8 +327,7 @@ class OneShotPruner:
         if needs_norms:
             norms = collector.sq_norms
         if not cfg.probe:
-            masks, _ = self._final_masks(self.layers, norms)
-            self._apply(self.layers, masks)
+            self._decide(self.layers, norms)
             return
         candidates = self._candidates(self.layers, norms)
         shrink = {layer.name: c for layer, c in zip(self.layers, candidates)}
@@ -314,8 +335,8 @@ class OneShotPruner:
         names = [layer.name for layer in self.layers]
         g1 = [g1.pop(n) for n in names]
         g0 = [g0.pop(n) for n in names] if g0 is not None else g1
-        masks, grown = self._final_masks(self.layers, norms, g0, g1, candidates)
-        self._apply(self.layers, masks, grown if needs_g0 else None, candidates)
+        del shrink
+        self._decide(self.layers, norms, g0, g1, candidates)
 
     @contextlib.contextmanager
     def _stop_after_last_layer(self):
@@ -415,12 +436,11 @@ class OneShotPruner:
             g1 = self._probe_from_block(runner, index, layers, shrink, probe_hidden)
             g0 = self._probe_from_block(runner, index, layers, None, probe_hidden) if needs_g0 else g1
             names = [layer.name for layer in layers]
-            masks, grown = self._final_masks(layers, norms, [g0[n] for n in names], [g1[n] for n in names], candidates)
-            self._apply(layers, masks, grown if needs_g0 else None, candidates)
+            del shrink
+            self._decide(layers, norms, [g0[n] for n in names], [g1[n] for n in names], candidates)
             del g0, g1
         else:
-            masks, _ = self._final_masks(layers, norms)
-            self._apply(layers, masks)
+            self._decide(layers, norms)
         # The next block sees this block's pruning.
         return self._run_block_on_cache(runner, index, hidden, update=True)
 
