@@ -278,10 +278,9 @@ class OneShotPruner:
             self._scores(layers, norms), cfg.sparsity, cfg.comparison_group, cfg.pattern, cfg.candidate_ratio, cfg.seed
         )
 
-    def _probe(self, layers, shrink, windows, runner_context=None) -> dict[str, torch.Tensor]:
-        cfg = self.config
+    def _probe(self, layers, shrink, windows) -> dict[str, torch.Tensor]:
         probe = self._new_probe(layers, shrink)
-        with probe, (runner_context() if runner_context else contextlib.nullcontext()):
+        with probe:
             run_probe_batches(probe, self._probe_batches(windows), self._loss, half_precision_fp16=self.fp16)
         return probe.results()
 
@@ -364,7 +363,6 @@ class OneShotPruner:
 
     # -- layerwise mode ----------------------------------------------------------------------------
     def run_layerwise(self) -> None:
-        cfg = self.config
         _, blocks = find_repeated_blocks(self.model)
         grouped = group_by_block(self.layers)
         if any(index is None for index, _ in grouped):
