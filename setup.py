@@ -18,13 +18,16 @@ INSTALL_REQUIRES = [
     "huggingface_hub>=1.0",
     "safetensors>=0.4",
     "tqdm",
+    "psutil",
+    "pyyaml",
+    "typing_extensions",
 ]
 EXTRAS = {
     "test": ["pytest>=8", "gguf>=0.10", "matplotlib>=3.7"],
     "card": ["matplotlib>=3.7"],
     "gguf": ["gguf>=0.10"],
 }
-EXTRAS["dev"] = sorted({dep for deps in EXTRAS.values() for dep in deps} | {"ruff"})
+EXTRAS["dev"] = sorted({dep for deps in EXTRAS.values() for dep in deps} | {"ruff==0.17.6"})
 
 setup(
     name="hf_gradprobe",
@@ -35,7 +38,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["hf_gradprobe", "hf_gradprobe.*"]),
-    package_data={"hf_gradprobe": ["templates/*.md", "metrics/*/*.py", "metrics/*/*.md"]},
+    package_data={
+        "hf_gradprobe": ["sharing/templates/*.md", "evaluation/metrics/*/*.py", "evaluation/metrics/*/*.md"]
+    },
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

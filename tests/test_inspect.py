@@ -7,11 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from hf_gradprobe import __version__
 from hf_gradprobe.cli import main
-from hf_gradprobe.hub import save_pruned
-from hf_gradprobe.inspection import sparsity_report
-from hf_gradprobe.layers import find_prunable_layers
-from hf_gradprobe.masking import apply_mask_, lowest_k_mask, nm_mask
+from hf_gradprobe.core.layers import find_prunable_layers
+from hf_gradprobe.core.masking import apply_mask_, lowest_k_mask, nm_mask
+from hf_gradprobe.sharing.inspection import sparsity_report
+from hf_gradprobe.sharing.save import save_pruned
 
 
 def prune_2of4_(model, break_layer=None):
@@ -50,14 +51,26 @@ def test_folder_report_matches_the_model_in_memory(factory, request, tmp_path):
 def test_nm_compliance_names_the_breaking_layer_and_where(tiny_llama, tmp_path):
     bad = "model.layers.1.mlp.up_proj"
     model = prune_2of4_(tiny_llama, break_layer=bad)
-    folder = save_pruned(model, tmp_path / "m", metadata={"method": "magnitude", "pattern": "2:4"})
+    metadata = {"method": "magnitude", "config": {"target_sparsity": 0.5, "pattern": "2:4"}}
+    folder = save_pruned(model, tmp_path / "m", metadata=metadata)
     for report in (sparsity_report(model, pattern="2:4"), sparsity_report(folder)):  # folder: pattern from metadata
         assert report.pattern == "2:4" and report.nm_compliant is False
-        broken = {row.name: (row.nm_violating_groups, row.nm_first_violation) for row in report.layers
-                  if row.nm_violating_groups}
+        broken = {
+            row.name: (row.nm_violating_groups, row.nm_first_violation)
+            for row in report.layers
+            if row.nm_violating_groups
+        }
         assert broken == {bad: (1, [1, 2])}
     assert sparsity_report(folder, pattern="unstructured").pattern is None
-    assert sparsity_report(folder).extra["pruning"] == {"method": "magnitude", "pattern": "2:4", "hf_gradprobe_version": "0.1.0"}
+    assert sparsity_report(folder).extra["pruning"] == {
+        "method": "magnitude",
+        "target_sparsity": 0.5,
+        "pattern": "2:4",
+        "hf_gradprobe_version": __version__,
+    }
+    # Metadata without a config (e.g. written by training code) names its settings at the top level.
+    flat = save_pruned(model, tmp_path / "flat", metadata={"method": "magnitude", "pattern": "2:4"})
+    assert sparsity_report(flat).pattern == "2:4" and sparsity_report(flat).extra["pruning"]["pattern"] == "2:4"
 
 
 def test_unpruned_sharded_and_base_model_checkpoints(tiny_llama, tmp_path):
@@ -84,13 +97,16 @@ def test_bad_inputs(tmp_path, tiny_llama):
         sparsity_report("nobody-here/no-such-model")  # conftest makes the Hub offline
     with pytest.raises(ValueError, match="pattern"):
         sparsity_report(tiny_llama, pattern="4:2")
-    with pytest.raises(TypeError, match="model_or_path"):
+    with pytest.raises(TypeError, match="model_or_id"):
         sparsity_report(42)
 
 
 def test_inspect_command_json_and_table(tiny_llama, tmp_path, capsys):
-    folder = save_pruned(prune_2of4_(tiny_llama, break_layer="model.layers.0.self_attn.o_proj"), tmp_path / "m",
-                         metadata={"method": "magnitude", "pattern": "2:4"})
+    folder = save_pruned(
+        prune_2of4_(tiny_llama, break_layer="model.layers.0.self_attn.o_proj"),
+        tmp_path / "m",
+        metadata={"method": "magnitude", "pattern": "2:4"},
+    )
     assert main(["inspect", str(folder), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["sparsity"] == pytest.approx(0.5, abs=0.01) and len(payload["layers"]) == 14

@@ -5,11 +5,11 @@ import re
 
 import pytest
 import torch
+from testing_utils import make_tiny_bert, make_tiny_gpt2, make_tiny_llama, make_tiny_mistral
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from hf_gradprobe.layers import find_prunable_layers, find_repeated_blocks, group_by_block
-from testing_utils import make_tiny_bert, make_tiny_gpt2, make_tiny_llama, make_tiny_mistral
+from hf_gradprobe.core.layers import find_prunable_layers, find_repeated_blocks, group_by_block
 
 
 # factory, blocks prefix, prunable layers per block
@@ -25,7 +25,9 @@ def expected_names(model, prefix):
     """Linear/Conv1D modules under the blocks, found independently of the library's walk."""
     pattern = re.compile(rf"^{re.escape(prefix)}\.\d+\.")
     return [
-        name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D)) and pattern.match(name)
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, Conv1D)) and pattern.match(name)
     ]
 
 
@@ -154,7 +156,7 @@ class TestNothingToPrune:
                 self.proj = nn.Linear(4, 4)
 
         class Model(nn.Module):
-            _no_split_modules = ["Block"]
+            _no_split_modules = ("Block",)
 
             def __init__(self):
                 super().__init__()

@@ -5,20 +5,19 @@ import math
 
 import pytest
 import torch
+from testing_utils import make_tiny_gpt2, make_tiny_llama, require_cuda
 
-from hf_gradprobe.layers import find_prunable_layers
-from hf_gradprobe.masking import (
+from hf_gradprobe.core.layers import find_prunable_layers
+from hf_gradprobe.core.masking import (
     apply_mask_,
-    global_masks,
     lowest_k_mask,
     nm_mask,
     parse_nm_pattern,
     per_row_mask,
     sampled_threshold,
-    select_mask,
+    select_masks,
 )
-from hf_gradprobe.sparsity import measure_sparsity
-from testing_utils import make_tiny_gpt2, make_tiny_llama, require_cuda
+from hf_gradprobe.core.sparsity import measure_sparsity
 
 
 SPARSITIES = [0.0, 0.1, 0.25, 0.5, 0.7, 0.9, 0.99]
@@ -80,7 +79,7 @@ class TestExactSparsity:
     def test_global_exact(self, sparsity):
         # Layers on different scales: a global threshold prunes the low-scale layer first.
         pool = [scores_for((7, 13), 2) * 0.01, scores_for((5, 4), 3), scores_for((33,), 4) * 10]
-        masks = global_masks(pool, sparsity)
+        masks = select_masks(pool, sparsity, "global")
         total = sum(t.numel() for t in pool)
         assert [m.shape for m in masks] == [t.shape for t in pool]
         assert sum(int(m.sum()) for m in masks) == expected_pruned(total, sparsity)
@@ -88,18 +87,18 @@ class TestExactSparsity:
 
     def test_global_compares_across_layers(self):
         low, high = torch.rand(10, 10), torch.rand(10, 10) + 1
-        masks = global_masks([high, low], 0.5)
+        masks = select_masks([high, low], 0.5, "global")
         assert not masks[0].any() and masks[1].all()
 
     def test_global_empty_pool(self):
-        assert global_masks([], 0.5) == []
+        assert select_masks([], 0.5, "global") == []
 
     def test_select_mask_dispatch(self):
         scores = scores_for((8, 16))
-        assert torch.equal(select_mask(scores, 0.3, "per_layer"), lowest_k_mask(scores, 0.3))
-        assert torch.equal(select_mask(scores, 0.3, "per_row"), per_row_mask(scores, 0.3))
-        assert torch.equal(select_mask(scores, 0.3, "per_row", pattern="2:4"), nm_mask(scores, 2, 4))
-        assert torch.equal(select_mask(scores, 0.3, "per_row", pattern="unstructured"), per_row_mask(scores, 0.3))
+        assert torch.equal(select_masks([scores], 0.3, "per_layer")[0], lowest_k_mask(scores, 0.3))
+        assert torch.equal(select_masks([scores], 0.3, "per_row")[0], per_row_mask(scores, 0.3))
+        assert torch.equal(select_masks([scores], 0.3, "per_row", "2:4")[0], nm_mask(scores, 2, 4))
+        assert torch.equal(select_masks([scores], 0.3, "per_row", "unstructured")[0], per_row_mask(scores, 0.3))
 
 
 class TestNM:
@@ -146,7 +145,7 @@ class TestTiesDtypesNaN:
         assert lowest_k_mask(scores, 0.5).reshape(-1).nonzero().reshape(-1).tolist() == list(range(12))
         assert torch.equal(per_row_mask(scores, 0.25), torch.arange(8).expand(3, 8) < 2)
         assert torch.equal(nm_mask(scores, 1, 4), (torch.arange(8) % 4 < 3).expand(3, 8))
-        masks = global_masks([torch.ones(4), torch.ones(4)], 0.75)
+        masks = select_masks([torch.ones(4), torch.ones(4)], 0.75, "global")
         assert masks[0].all() and masks[1].tolist() == [True, True, False, False]
 
     def test_partial_ties_resolved_by_position(self):
@@ -159,7 +158,10 @@ class TestTiesDtypesNaN:
         for fn in (lambda s: lowest_k_mask(s, 0.6), lambda s: per_row_mask(s, 0.6), lambda s: nm_mask(s, 2, 4)):
             assert torch.equal(fn(scores), fn(scores.clone()))
         pool = [scores, scores[:5].clone()]
-        assert all(torch.equal(a, b) for a, b in zip(global_masks(pool, 0.6), global_masks(pool, 0.6), strict=True))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(select_masks(pool, 0.6, "global"), select_masks(pool, 0.6, "global"), strict=True)
+        )
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_inputs_give_fp32_masks(self, dtype):
@@ -168,7 +170,7 @@ class TestTiesDtypesNaN:
         assert torch.equal(lowest_k_mask(scores, 0.5), lowest_k_mask(reference, 0.5))
         assert torch.equal(per_row_mask(scores, 0.5), per_row_mask(reference, 0.5))
         assert torch.equal(nm_mask(scores, 2, 4), nm_mask(reference, 2, 4))
-        assert torch.equal(global_masks([scores], 0.5)[0], global_masks([reference], 0.5)[0])
+        assert torch.equal(select_masks([scores], 0.5, "global")[0], select_masks([reference], 0.5, "global")[0])
         assert sampled_threshold([scores], 0.5, 0.5) == sampled_threshold([reference], 0.5, 0.5)
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -181,22 +183,35 @@ class TestTiesDtypesNaN:
         assert torch.equal(lowest_k_mask(scores, 0.5), lowest_half)
         assert torch.equal(per_row_mask(scores, 0.5), lowest_half)
         assert torch.equal(nm_mask(scores, 4, 8), lowest_half)
-        assert torch.equal(global_masks([scores], 0.5)[0], lowest_half)
+        assert torch.equal(select_masks([scores], 0.5, "global")[0], lowest_half)
 
-    def test_nan_scores_pruned_first(self):
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+    def test_nonfinite_scores_never_prune(self, bad):
         scores = scores_for((4, 8), seed=6)
-        scores[0, 3] = scores[2, 0] = float("nan")
-        for mask in (lowest_k_mask(scores, 0.25), global_masks([scores], 0.25)[0], nm_mask(scores, 3, 4)):
-            assert mask[0, 3] and mask[2, 0]
+        scores[0, 3] = scores[2, 0] = bad
+        masks = (
+            lowest_k_mask(scores, 0.25),
+            per_row_mask(scores, 0.25),
+            nm_mask(scores, 3, 4),
+            select_masks([scores], 0.25, "global")[0],
+            select_masks([scores], 0.25, "global", sample_fraction=1.0)[0],
+            select_masks([scores], 0.25, "per_layer", sample_fraction=1.0)[0],
+        )
+        for mask in masks:
+            assert not mask[0, 3] and not mask[2, 0]
         mask = lowest_k_mask(scores, 0.25)
-        assert int(mask.sum()) == 8
-        assert_lowest_pruned(torch.nan_to_num(scores, nan=-1e9), mask)
-        assert per_row_mask(scores, 0.25)[0, 3]
+        assert int(mask.sum()) == 8  # the quota is met from the finite scores
+        assert_lowest_pruned(torch.nan_to_num(scores, nan=1e9, posinf=1e9, neginf=1e9), mask)
+        # All scores non-finite (a diverged loss): nothing is pruned, whatever the quota.
+        everything_bad = torch.full((4, 8), bad)
+        assert not lowest_k_mask(everything_bad, 0.99).any() and not per_row_mask(everything_bad, 0.99).any()
+        assert not nm_mask(everything_bad, 1, 4).any()
+        assert not select_masks([everything_bad], 0.5, "global", sample_fraction=0.5)[0].any()
 
     def test_nan_not_pruned_at_zero_sparsity(self):
         scores = torch.tensor([float("nan"), 1.0, 2.0, 3.0])
-        assert not global_masks([scores], 0.0)[0].any()
-        assert not global_masks([scores], 0.0, sample_fraction=1.0)[0].any()
+        assert not select_masks([scores], 0.0, "global")[0].any()
+        assert not select_masks([scores], 0.0, "global", sample_fraction=1.0)[0].any()
         assert not lowest_k_mask(scores, 0.0).any()
 
     @pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5, float("nan"), float("inf"), True, "0.5", None])
@@ -205,16 +220,16 @@ class TestTiesDtypesNaN:
         for fn in (
             lambda: lowest_k_mask(scores, sparsity),
             lambda: per_row_mask(scores, sparsity),
-            lambda: global_masks([scores], sparsity),
+            lambda: select_masks([scores], sparsity, "global"),
             lambda: sampled_threshold([scores], sparsity),
-            lambda: select_mask(scores, sparsity),
+            lambda: select_masks([scores], sparsity),
         ):
             with pytest.raises(ValueError, match=r"`sparsity` must be .*\[0, 1\)"):
                 fn()
 
     def test_unknown_comparison_group(self):
-        with pytest.raises(ValueError, match="`comparison_group`.*'global'.*global_masks"):
-            select_mask(torch.rand(4, 4), 0.5, "global")
+        with pytest.raises(ValueError, match="`comparison_group`.*'global'.*one sparsity"):
+            select_masks([torch.rand(4, 4)], [0.5], "global")
 
 
 def uniform_pool(seed=0, sizes=((512, 1024), (256, 512), (300_000,))):
@@ -281,20 +296,20 @@ class TestSampledThreshold:
         with pytest.raises(ValueError, match="`sample_fraction`"):
             sampled_threshold([torch.rand(10)], 0.5, fraction)
 
-    def test_global_masks_sampled(self):
+    def test_select_masks_sampled(self):
         pool, p, fraction = uniform_pool(), 0.6, 0.01
-        masks = global_masks(pool, p, sample_fraction=fraction, seed=3)
+        masks = select_masks(pool, p, "global", sample_fraction=fraction, seed=3)
         threshold = sampled_threshold(pool, p, fraction, seed=3)
         assert all(torch.equal(mask, t <= threshold) for mask, t in zip(masks, pool, strict=True))
         m = sum(math.ceil(fraction * t.numel()) for t in pool)
         pruned = sum(int(mask.sum()) for mask in masks) / sum(t.numel() for t in pool)
         assert abs(pruned - p) < 4 * math.sqrt(p * (1 - p) / m)
-        again = global_masks(uniform_pool(), p, sample_fraction=fraction, seed=3)
+        again = select_masks(uniform_pool(), p, "global", sample_fraction=fraction, seed=3)
         assert all(torch.equal(x, y) for x, y in zip(masks, again, strict=True))
 
-    def test_global_masks_falls_back_to_sampling_above_exact_limit(self):
+    def test_select_masks_falls_back_to_sampling_above_exact_limit(self):
         pool = [torch.rand(40, 40), torch.rand(100)]
-        masks = global_masks(pool, 0.5, exact_limit=1000, seed=4)
+        masks = select_masks(pool, 0.5, "global", exact_limit=1000, seed=4)
         threshold = sampled_threshold(pool, 0.5, 0.02, seed=4)
         assert all(torch.equal(mask, t <= threshold) for mask, t in zip(masks, pool, strict=True))
 

@@ -7,10 +7,9 @@ import os
 import evaluate
 import pytest
 import torch
-
-from hf_gradprobe.evaluation import compute_perplexity
-from hf_gradprobe.metric_path import PERPLEXITY_METRIC_PATH
 from testing_utils import BOS_ID, make_tiny_gpt2, make_tiny_llama, sample_text, save_tiny_model
+
+from hf_gradprobe.evaluation import PERPLEXITY_METRIC_PATH, compute_perplexity
 
 
 SHARP = {"initializer_range": 0.5}  # predictions far from uniform, so a wrong token or window shows
@@ -170,8 +169,10 @@ class TestErrors:
         with pytest.raises(ValueError, match="`device`='cpu' only applies to a model loaded from `model_id`"):
             perplexity.compute(predictions=["abc"], model=model, tokenizer=tiny_tokenizer, device="cpu")
 
-    @pytest.mark.parametrize("kwargs,name", [({"batch_size": 0}, "batch_size"), ({"max_length": 1}, "max_length"),
-                                             ({"batch_size": 2.5}, "batch_size")])
+    @pytest.mark.parametrize(
+        "kwargs,name",
+        [({"batch_size": 0}, "batch_size"), ({"max_length": 1}, "max_length"), ({"batch_size": 2.5}, "batch_size")],
+    )
     def test_bad_sizes(self, perplexity, model, tiny_tokenizer, kwargs, name):
         with pytest.raises(ValueError, match=f"`{name}` must be an integer"):
             perplexity.compute(predictions=["abc"], model=model, tokenizer=tiny_tokenizer, **kwargs)
@@ -179,3 +180,8 @@ class TestErrors:
     def test_model_id_folder_without_config(self, perplexity, tmp_path):
         with pytest.raises(ValueError, match="without config.json"):
             perplexity.compute(predictions=["abc"], model_id=str(tmp_path))
+
+
+def test_empty_predictions_are_refused_by_name(perplexity, tiny_tokenizer):
+    with pytest.raises(ValueError, match="`predictions` is empty"):
+        perplexity.compute(predictions=[], model=make_tiny_llama(), tokenizer=tiny_tokenizer)

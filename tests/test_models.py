@@ -3,11 +3,11 @@
 
 import pytest
 import torch
+from testing_utils import make_tiny_gpt2, make_tiny_llama, save_tiny_model
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from hf_gradprobe import models
 from hf_gradprobe.models import dequantized_copy, load_model, resolve_dtype
-from testing_utils import make_tiny_gpt2, make_tiny_llama, save_tiny_model
 
 
 def assert_same_weights(a, b):
@@ -46,9 +46,10 @@ class TestLocalFolder:
             model, tokenizer = load_model(name)
             assert type(model) is cls and not model.training
             assert_same_weights(model, original)
-            assert tokenizer("héllo", add_special_tokens=False)["input_ids"] == tiny_tokenizer(
-                "héllo", add_special_tokens=False
-            )["input_ids"]
+            assert (
+                tokenizer("héllo", add_special_tokens=False)["input_ids"]
+                == tiny_tokenizer("héllo", add_special_tokens=False)["input_ids"]
+            )
 
     def test_dtype(self, tmp_path, tiny_tokenizer):
         path = save_tiny_model(make_tiny_llama(), tiny_tokenizer, tmp_path / "saved")
@@ -93,7 +94,9 @@ class TestDefaultModel:
         real_find_spec = importlib.util.find_spec
         monkeypatch.setattr(models, "packaged_smollm2_gguf", lambda: ("/nonexistent", "model.gguf"))
         monkeypatch.setattr(models, "_hub_reachable", lambda: False)
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a)
+        )
         with pytest.raises(ImportError, match="pip install gguf"):
             load_model()
 

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from testing_utils import make_tiny_gpt2, make_tiny_llama
 
-from hf_gradprobe.layers import find_prunable_layers
-from hf_gradprobe.probing import GradientProbe, _LayerStatistic, gradient_growth, run_probe_batches
-from hf_gradprobe.pruning import causal_lm_loss
+from hf_gradprobe.core.layers import find_prunable_layers
+from hf_gradprobe.oneshot.decision import gradient_growth
+from hf_gradprobe.oneshot.losses import causal_lm_loss
+from hf_gradprobe.oneshot.probing import GradientProbe, _LayerStatistic, run_probe_batches
 
 
 def _reference_grads(model, batches, shrink=None, factor=0.1, statistic="max_abs"):
@@ -38,7 +39,7 @@ def test_probe_matches_autograd_with_and_without_shrink(make):
     layers = find_prunable_layers(model)
     batches = [torch.randint(0, 200, (1, 24), generator=torch.Generator().manual_seed(i)) for i in range(3)]
     gen = torch.Generator().manual_seed(0)
-    shrink = {l.name: torch.rand(l.out_in(l.weight).shape, generator=gen) < 0.5 for l in layers}
+    shrink = {layer.name: torch.rand(layer.out_in(layer.weight).shape, generator=gen) < 0.5 for layer in layers}
     for masks in (None, shrink):
         expected = _reference_grads(model, batches, masks)
         for p in model.parameters():
@@ -56,15 +57,14 @@ def test_probe_matches_autograd_with_and_without_shrink(make):
 def test_probe_leaves_weights_and_forward_untouched_on_error():
     model = make_tiny_llama()
     layers = find_prunable_layers(model)
-    before = {l.name: l.weight.detach().clone() for l in layers}
-    shrink = {l.name: torch.ones(l.out_in(l.weight).shape, dtype=torch.bool) for l in layers}
+    before = {layer.name: layer.weight.detach().clone() for layer in layers}
+    shrink = {layer.name: torch.ones(layer.out_in(layer.weight).shape, dtype=torch.bool) for layer in layers}
 
     def failing_loss(batch):
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
-        with GradientProbe(layers, shrink, 0.1) as probe:
-            run_probe_batches(probe, [torch.zeros(1, 8, dtype=torch.long)], failing_loss)
+    with pytest.raises(RuntimeError, match="boom"), GradientProbe(layers, shrink, 0.1) as probe:
+        run_probe_batches(probe, [torch.zeros(1, 8, dtype=torch.long)], failing_loss)
     for layer in layers:
         assert torch.equal(layer.weight, before[layer.name])
         assert "forward" not in layer.module.__dict__
@@ -133,3 +133,53 @@ def test_loss_helper_matches_manual_cross_entropy():
     logits = model(input_ids=ids).logits
     manual = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
     torch.testing.assert_close(causal_lm_loss(model, ids), manual)
+
+
+def test_probe_keeps_and_restores_an_accelerate_hook_on_a_linear():
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class CountingHook(ModelHook):
+        calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            CountingHook.calls += 1
+            return args, kwargs
+
+    model = make_tiny_llama()
+    layers = find_prunable_layers(model)
+    target = layers[0].module
+    add_hook_to_module(target, CountingHook())
+    wrapper = target.forward
+    ids = torch.randint(4, 200, (1, 12))
+    with GradientProbe(layers) as probe:
+        causal_lm_loss(model, ids).backward()
+        probe.commit_batch()
+    assert CountingHook.calls == 1, "the hook ran while probing (weights it moves in are the ones probed)"
+    assert target.forward is wrapper and hasattr(target, "_hf_hook"), "the hook's wrapper is put back"
+    model(input_ids=ids)
+    assert CountingHook.calls == 2
+    assert all("forward" not in layer.module.__dict__ for layer in layers[1:]), "no stray instance attribute"
+
+
+def test_kl_probe_loss_changes_the_decision_and_refuses_a_gradient_threshold():
+    import hf_gradprobe as hg
+
+    windows = torch.randint(4, 200, (6, 24), generator=torch.Generator().manual_seed(0))
+    base = {
+        "num_calibration_samples": 6,
+        "calibration_seq_len": 24,
+        "num_probe_samples": 3,
+        "calibration_batch_size": 2,
+    }
+    reports = {}
+    for probe_loss in ("lm", "kl"):
+        model = make_tiny_llama()
+        config = hg.GradProbeConfig(probe_loss=probe_loss, **base)
+        reports[probe_loss] = hg.prune_pretrained(
+            model, config, calibration=windows, return_report=True, progress=False
+        )
+    masks = {k: [layer.weight == 0 for layer in find_prunable_layers(m)] for k, (m, _) in reports.items()}
+    assert any(not torch.equal(a, b) for a, b in zip(masks["lm"], masks["kl"], strict=True))
+    assert abs(reports["kl"][1].sparsity - 0.5) < 1e-6
+    with pytest.raises(ValueError, match="probe_loss.*gradient_threshold"):
+        hg.GradProbeConfig(probe_loss="kl", gradient_threshold=0.5, **base)

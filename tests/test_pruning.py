@@ -4,26 +4,27 @@ import copy
 
 import pytest
 import torch
-from testing_utils import make_tiny_bert, make_tiny_gpt2, make_tiny_llama, make_tiny_mistral
+from testing_utils import (
+    make_tiny_bert,
+    make_tiny_gpt2,
+    make_tiny_llama,
+    make_tiny_mistral,
+    tiny_gradprobe_config,
+    token_windows,
+)
 
-from hf_gradprobe import GradProbeConfig, prune_pretrained
-from hf_gradprobe.layers import find_prunable_layers
-from hf_gradprobe.masking import parse_nm_pattern
-from hf_gradprobe.strategies import ActivationNormCollector, wanda_scores
+from hf_gradprobe import prune_pretrained
+from hf_gradprobe.core.layers import find_prunable_layers
+from hf_gradprobe.core.masking import parse_nm_pattern
+from hf_gradprobe.oneshot.strategies import ActivationNormCollector, wanda_scores
 
 
-def _windows(n=6, length=24, seed=0):
-    return torch.randint(4, 200, (n, length), generator=torch.Generator().manual_seed(seed))
-
-
-def _config(**kw):
-    base = dict(num_calibration_samples=6, calibration_seq_len=24, num_probe_samples=3, calibration_batch_size=2)
-    base.update(kw)
-    return GradProbeConfig(**base)
+_windows = token_windows
+_config = tiny_gradprobe_config
 
 
 def _snapshot(model):
-    return {l.name: l.weight.detach().clone() for l in find_prunable_layers(model)}
+    return {layer.name: layer.weight.detach().clone() for layer in find_prunable_layers(model)}
 
 
 def _check_exact(model, config):
@@ -35,24 +36,34 @@ def _check_exact(model, config):
             assert (z.reshape(-1, nm[1]).sum(dim=1) == nm[1] - nm[0]).all()
     elif config.comparison_group == "per_row":
         for z in zeros:
-            assert (z.sum(dim=1) == round(config.sparsity * z.shape[1])).all()
+            assert (z.sum(dim=1) == round(config.target_sparsity * z.shape[1])).all()
     elif config.comparison_group == "per_layer":
         for z in zeros:
-            assert z.sum() == round(config.sparsity * z.numel())
+            assert z.sum() == round(config.target_sparsity * z.numel())
     else:
         total = sum(z.numel() for z in zeros)
-        assert abs(sum(int(z.sum()) for z in zeros) - config.sparsity * total) <= 1
+        assert abs(sum(int(z.sum()) for z in zeros) - config.target_sparsity * total) <= 1
 
 
 @pytest.mark.parametrize("layerwise", [False, True], ids=["whole-model", "layerwise"])
 @pytest.mark.parametrize(
-    "group,pattern", [("per_row", "unstructured"), ("per_layer", "unstructured"), ("global", "unstructured"),
-                      ("per_row", "2:4"), ("per_row", "4:8")]
+    "group,pattern",
+    [
+        ("per_row", "unstructured"),
+        ("per_layer", "unstructured"),
+        ("global", "unstructured"),
+        ("per_row", "2:4"),
+        ("per_row", "4:8"),
+    ],
 )
 @pytest.mark.parametrize("strategy", ["magnitude", "wanda"])
 def test_exact_sparsity_and_exact_restoration(layerwise, group, pattern, strategy):
     model = make_tiny_llama()
     before = _snapshot(model)
+    if layerwise and group == "global" and pattern == "unstructured":
+        with pytest.raises(ValueError, match="global.*layerwise"):
+            _config(strategy=strategy, comparison_group=group, pattern=pattern, layerwise=layerwise)
+        return
     config = _config(strategy=strategy, comparison_group=group, pattern=pattern, layerwise=layerwise)
     pruned, report = prune_pretrained(model, config, calibration=_windows(), return_report=True, progress=False)
     assert pruned is model and model.pruning_report is report
@@ -70,8 +81,10 @@ def test_probe_changes_the_choice_and_keeps_candidates_only():
     plain = copy.deepcopy(model)
     prune_pretrained(plain, _config(probe=False), calibration=_windows(), progress=False)
     prune_pretrained(model, _config(candidate_ratio=1.5), calibration=_windows(), progress=False)
-    diff = sum(int(((a.weight == 0) != (b.weight == 0)).sum())
-               for a, b in zip(find_prunable_layers(model), find_prunable_layers(plain)))
+    diff = sum(
+        int(((a.weight == 0) != (b.weight == 0)).sum())
+        for a, b in zip(find_prunable_layers(model), find_prunable_layers(plain), strict=True)
+    )
     assert diff > 0, "the probe must move some of the strategy's choices"
 
 
@@ -80,21 +93,22 @@ def test_layerwise_scores_block_one_on_pruned_block_zero():
     windows = _windows()
     cfg = _config(strategy="wanda", probe=False, layerwise=True, num_probe_samples=1)
     layerwise = prune_pretrained(make_tiny_llama(), cfg, calibration=windows, progress=False)
-    whole = prune_pretrained(make_tiny_llama(), _config(strategy="wanda", probe=False), calibration=windows,
-                             progress=False)
+    whole = prune_pretrained(
+        make_tiny_llama(), _config(strategy="wanda", probe=False), calibration=windows, progress=False
+    )
     # Reference: prune block 0 as whole-model Wanda would, then score block 1 on that model.
     reference = make_tiny_llama()
     ref_layers = find_prunable_layers(reference)
-    block0 = [l for l in ref_layers if l.block_index == 0]
-    block1 = [l for l in ref_layers if l.block_index == 1]
-    whole_layers = {l.name: l for l in find_prunable_layers(whole)}
+    block0 = [layer for layer in ref_layers if layer.block_index == 0]
+    block1 = [layer for layer in ref_layers if layer.block_index == 1]
+    whole_layers = {layer.name: layer for layer in find_prunable_layers(whole)}
     with torch.no_grad():
         for layer in block0:
             layer.weight.copy_(whole_layers[layer.name].weight)
         with ActivationNormCollector(block1) as collector:
             for w in windows:
                 reference(input_ids=w[None])
-    lw_layers = {l.name: l for l in find_prunable_layers(layerwise)}
+    lw_layers = {layer.name: layer for layer in find_prunable_layers(layerwise)}
     differs = False
     for layer in block1:
         scores = wanda_scores(layer, collector.sq_norms[layer.name])
@@ -159,8 +173,9 @@ def test_failure_midway_leaves_no_block_half_pruned(layerwise):
         return m(input_ids=input_ids).logits.float().logsumexp(-1).mean()
 
     with pytest.raises(RuntimeError, match="simulated failure"):
-        prune_pretrained(model, _config(layerwise=layerwise), calibration=_windows(), loss_fn=flaky_loss,
-                         progress=False)
+        prune_pretrained(
+            model, _config(layerwise=layerwise), calibration=_windows(), loss_fn=flaky_loss, progress=False
+        )
     blocks = {}
     for layer in find_prunable_layers(model):
         unchanged = torch.equal(layer.weight, before[layer.name])
@@ -178,7 +193,7 @@ def test_caller_state_restored():
     model = make_tiny_llama()
     model.train()
     model.lm_head.weight.requires_grad_(False)
-    prune_pretrained(model, _config(gradient_checkpointing=True), calibration=_windows(), progress=False)
+    prune_pretrained(model, _config(probe_gradient_checkpointing=True), calibration=_windows(), progress=False)
     assert model.training
     assert not model.lm_head.weight.requires_grad and model.model.embed_tokens.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
@@ -202,13 +217,21 @@ def test_overrides_and_text_calibration(tiny_tokenizer):
     from testing_utils import sample_text
 
     model = make_tiny_llama()
-    report = prune_pretrained(model, calibration=[sample_text(400, seed=s) for s in range(3)], tokenizer=tiny_tokenizer,
-                              num_calibration_samples=4, calibration_seq_len=32, num_probe_samples=2, sparsity=0.25,
-                              return_report=True, progress=False)[1]
+    report = prune_pretrained(
+        model,
+        calibration=[sample_text(400, seed=s) for s in range(3)],
+        tokenizer=tiny_tokenizer,
+        num_calibration_samples=4,
+        calibration_seq_len=32,
+        num_probe_samples=2,
+        target_sparsity=0.25,
+        return_report=True,
+        progress=False,
+    )[1]
     assert abs(report.sparsity - 0.25) < 0.01
-    assert report.calibration["num_samples"] == 4 and report.config["sparsity"] == 0.25
+    assert report.calibration["num_samples"] == 4 and report.config["target_sparsity"] == 0.25
     d = report.to_dict()
-    assert d["method"] == "gradprobe-wanda" and d["target_sparsity"] == 0.25 and d["layers"]
+    assert d["method"] == "gradprobe-wanda" and d["config"]["target_sparsity"] == 0.25 and d["layers"]
 
 
 @pytest.mark.parametrize("layerwise", [False, True])
@@ -224,3 +247,83 @@ def test_gradient_threshold_path_uses_dense_gradients(layerwise, dtype):
     for layer in find_prunable_layers(model):
         kept = layer.weight != 0
         assert torch.equal(layer.weight[kept], before[layer.name][kept])
+
+
+@pytest.fixture
+def logs(caplog):
+    """hf_gradprobe's log records (its loggers do not propagate to the root logger)."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    logger = logging.getLogger("hf_gradprobe")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_weights_are_never_pruned_one_shot(bad):
+    model = make_tiny_llama()
+    layer = find_prunable_layers(model)[0]
+    with torch.no_grad():
+        layer.weight[0, :3] = bad
+    for group in ("per_row", "per_layer", "global"):
+        prune_pretrained(
+            model, _config(strategy="magnitude", probe=False, comparison_group=group, target_sparsity=0.5)
+        )
+        assert not (layer.weight[0, :3] == 0).any(), group  # NaN used to rank as the most prunable
+
+
+def test_one_token_windows_and_a_nonfinite_probe_loss_are_refused():
+    from hf_gradprobe.oneshot.losses import causal_lm_loss
+
+    with pytest.raises(ValueError, match="seq_len >= 2"):
+        prune_pretrained(make_tiny_llama(), _config(), calibration=_windows(length=1), progress=False)
+    with pytest.raises(ValueError, match="calibration_seq_len"):
+        prune_pretrained(
+            make_tiny_llama(), _config(calibration_seq_len=1), calibration=["some text " * 20], progress=False
+        )
+
+    def nan_loss(model, input_ids):
+        return causal_lm_loss(model, input_ids) * float("nan")
+
+    model = make_tiny_llama()
+    before = _snapshot(model)
+    with pytest.raises(FloatingPointError, match="probe loss on calibration window batch 0"):
+        prune_pretrained(model, _config(), calibration=_windows(), loss_fn=nan_loss, progress=False)
+    assert all(torch.equal(before[name], weight) for name, weight in _snapshot(model).items())
+
+
+def test_token_ids_beyond_the_vocabulary_are_refused():
+    with pytest.raises(ValueError, match=r"calibration.*token ids in \[\d+, 9999\].*vocabulary has 260"):
+        windows = _windows()
+        windows[0, 0] = 9999
+        prune_pretrained(make_tiny_llama(), _config(), calibration=windows, progress=False)
+
+
+def test_rows_pruned_entirely_are_warned_and_counted(logs):
+    config = _config(strategy="magnitude", probe=False, comparison_group="per_row", target_sparsity=0.999)
+    report = prune_pretrained(make_tiny_llama(), config, return_report=True, progress=False)[1]
+    assert report.extra["fully_pruned_rows"] > 0
+    assert sum(layer.get("fully_pruned_rows", 0) for layer in report.layers) == report.extra["fully_pruned_rows"]
+    assert "rounds to pruning every output row" in logs.text and "fully_pruned_rows" in logs.text
+    report = prune_pretrained(make_tiny_llama(), _config(probe=False, strategy="magnitude"), return_report=True)[1]
+    assert "fully_pruned_rows" not in report.to_dict()
+
+
+def test_a_tied_lm_head_reports_the_embedding_it_shares(logs):
+    model = make_tiny_llama(tie_word_embeddings=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    config = _config(strategy="magnitude", probe=False, targets=["lm_head"], target_sparsity=0.5)
+    report = prune_pretrained(model, config, return_report=True, progress=False)[1]
+    (entry,) = report.layers
+    assert entry["name"] == "lm_head" and entry["tied_with"] == ["model.embed_tokens.weight"]
+    assert report.to_dict()["tied_parameters_pruned"] == ["model.embed_tokens.weight"]
+    assert 0.5 <= (model.model.embed_tokens.weight == 0).float().mean() < 0.51  # the input embedding lost them too
+    assert "tied to model.embed_tokens.weight" in logs.text
+
+
+def test_a_model_on_the_meta_device_is_refused():
+    model = make_tiny_llama().to("meta")
+    with pytest.raises(ValueError, match="`model_or_id` has .* parameters on the meta device"):
+        prune_pretrained(model, _config(strategy="magnitude", probe=False))

@@ -5,10 +5,10 @@ import os
 
 import pytest
 import torch
+from testing_utils import WIKITEXT_TEST, require_smollm2
 
 from hf_gradprobe.evaluation import compute_perplexity
 from hf_gradprobe.models import SMOLLM2_HUB_ID, load_model
-from testing_utils import WIKITEXT_TEST, require_smollm2
 
 
 pytestmark = [pytest.mark.slow, require_smollm2]

@@ -17,6 +17,7 @@ from hf_gradprobe.training.importance import (
     movement_to_zero,
 )
 
+
 W = [[-2.0, 1.0], [0.5, -0.25]]
 M = [[0.1, -0.2], [0.0, 0.3]]  # exp_avg
 V = [[0.04, 0.01], [1e-10, 0.09]]  # exp_avg_sq
@@ -69,7 +70,7 @@ def test_bitter5_prunes_weights_adam_drives_to_zero():
     v = torch.tensor([0.01, 0.01])
     assert movement_to_zero(w, m, v)[0] > 0 > movement_to_zero(w, m, v)[1]
     scores = bitter5_scores(w, m, v)
-    assert scores[0] < scores[1]  # the one shrinking towards zero is pruned first (the original kept it)
+    assert scores[0] < scores[1]  # the one shrinking towards zero is pruned first
 
 
 def test_bitter8_applies_bias_correction():
@@ -86,14 +87,14 @@ def test_bitter8_applies_bias_correction():
     "weight_dtype,state_dtype", [(torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)]
 )
 def test_low_precision_does_not_collapse_to_magnitude(weight_dtype, state_dtype):
-    # The original fp16 bitter8/9: v ~ 1e-8 underflows to 0 and (v + 1e-5)^0.25 is nearly constant, so the
-    # ranking became |w|. Computed in fp32, v still orders weights of equal |w|.
+    # In fp16, v ~ 1e-8 underflows to 0 and (v + 1e-5)^0.25 is nearly constant, so the ranking would become
+    # |w|. Computed in fp32, v still orders weights of equal |w|.
     w = torch.full((4,), 0.02, dtype=weight_dtype)
     v = torch.tensor([1e-8, 4e-8, 1e-7, 1e-6]).to(state_dtype)
     scores = bitter7_scores(w, v)
     assert scores.dtype == torch.float32
     assert torch.all(scores[1:] > scores[:-1])
-    assert scores[-1] / scores[0] > 2.5  # (1e-6 + 1e-8)^.25 / (2e-8)^.25 ~ 2.7; the fp16 original gave ~1.02
+    assert scores[-1] / scores[0] > 2.5  # (1e-6 + 1e-8)^.25 / (2e-8)^.25 ~ 2.7; fp16 would give ~1.02
 
 
 def test_movement_accumulates_minus_w_times_grad():

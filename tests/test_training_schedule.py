@@ -5,16 +5,25 @@ import math
 
 import pytest
 import torch
+from transformers import HfArgumentParser
 
-from hf_gradprobe.masking import sampled_threshold
-from hf_gradprobe.training import PruningTrainingArguments, apply_step_budget, resolve_pruning_options
+from hf_gradprobe.core.masking import COMPARISON_GROUPS, sampled_threshold
+from hf_gradprobe.oneshot.config import GradProbeConfig
+from hf_gradprobe.training import (
+    PruningCallback,
+    PruningTrainingArguments,
+    apply_step_budget,
+    resolve_pruning_options,
+)
 from hf_gradprobe.training.schedule import (
     is_update_step,
     layer_adaptive_scales,
     layer_sparsities,
     resolve_step,
+    resolve_steps,
     schedule_progress,
     scheduled_sparsity,
+    validate_step,
 )
 
 
@@ -27,7 +36,7 @@ def test_schedule_values():
     for schedule in ("linear", "cubic", "zhu_gupta"):
         assert scheduled_sparsity(300, 0.5, 100, 300, schedule) == 0.5
         assert scheduled_sparsity(10_000, 0.5, 100, 300, schedule) == 0.5
-        values = [scheduled_sparsity(t, 0.5, 100, 300, schedule) for t in range(0, 400)]
+        values = [scheduled_sparsity(t, 0.5, 100, 300, schedule) for t in range(400)]
         assert values == sorted(values)  # non-decreasing: masks can only grow
     # The reference table (warmup 100, ramp end 3000, p^3): 0.0149 at 1000, 0.2834 at 2500.
     assert scheduled_sparsity(1000, 0.5, 100, 3000, "cubic") == pytest.approx(0.0149, abs=1e-4)
@@ -40,9 +49,9 @@ def test_schedule_values():
 
 
 def test_update_steps():
-    steps = [t for t in range(0, 40) if is_update_step(t, 10, 32, 5)]
+    steps = [t for t in range(40) if is_update_step(t, 10, 32, 5)]
     assert steps == [10, 15, 20, 25, 30, 32]  # every 5 from the start, always the end, nothing after
-    assert [t for t in range(0, 5) if is_update_step(t, 0, 3, 1)] == [1, 2, 3]  # step 0 is before any update
+    assert [t for t in range(5) if is_update_step(t, 0, 3, 1)] == [1, 2, 3]  # step 0 is before any update
     with pytest.raises(ValueError, match="pruning_frequency"):
         is_update_step(1, 0, 3, 0)
 
@@ -55,6 +64,24 @@ def test_resolve_step():
         resolve_step(2.5, 1000, "pruning_end_step")
     with pytest.raises(ValueError, match="pruning_start_step"):
         resolve_step(-1, 1000, "pruning_start_step")
+    assert resolve_steps(0.1, 0.7, 1000) == (100, 700)
+    with pytest.raises(ValueError, match=r"pruning_end_step.*before.*pruning_start_step.*step 10 < step 15"):
+        resolve_steps(15, 0.5, 20)
+
+
+@pytest.mark.parametrize("value", [2.5, -1, float("nan"), True, "3"])
+def test_one_step_check_everywhere(value, tmp_path):
+    # The arguments, the callback and resolve_step reject a step value with the same message.
+    with pytest.raises(ValueError) as direct:
+        validate_step(value, "pruning_start_step")
+    message = str(direct.value)
+    with pytest.raises(ValueError) as callback:
+        PruningCallback("magnitude", 0.5, start_step=value, end_step=0.9)
+    with pytest.raises(ValueError) as arguments:
+        PruningTrainingArguments(output_dir=str(tmp_path), report_to=[], pruning_start_step=value)
+    with pytest.raises(ValueError) as resolved:
+        resolve_step(value, 100, "pruning_start_step")
+    assert str(callback.value) == str(arguments.value) == str(resolved.value) == message
 
 
 def test_layer_adaptive_ramp_keeps_global_target():
@@ -63,7 +90,7 @@ def test_layer_adaptive_ramp_keeps_global_target():
     assert scales == pytest.approx([0.7, 1.0, 1.3])
     sparsities = layer_sparsities(0.5, scales, [100, 100, 100])
     assert sparsities == pytest.approx([0.35, 0.5, 0.65])
-    # Unequal sizes: renormalised so the size-weighted mean is the target (the original overshot).
+    # Unequal sizes: renormalised so the size-weighted mean is the target (unnormalised, it would overshoot).
     numels = [10, 10, 1000]
     sparsities = layer_sparsities(0.5, layer_adaptive_scales(positions, numels), numels)
     assert sum(s * n for s, n in zip(sparsities, numels, strict=True)) / sum(numels) == pytest.approx(0.5)
@@ -99,13 +126,54 @@ def test_options_defaults_per_method():
         ({"pruning_schedule": "exp"}, r"pruning_schedule.*linear"),
         ({"pruning_frequency": 0}, r"pruning_frequency"),
         ({"pruning_sample_fraction": 0.0}, r"pruning_sample_fraction"),
-        ({"pruning_comparison_group": "per_row"}, r"pruning_comparison_group.*global"),
+        ({"pruning_comparison_group": "per_column"}, r"pruning_comparison_group.*per_row.*per_layer.*global"),
         ({"pruning_method": "bitter4", "pruning_comparison_group": "global"}, r"per_layer"),
     ],
 )
 def test_bad_arguments(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         PruningTrainingArguments(output_dir=str(tmp_path), report_to=[], **kwargs)
+
+
+@pytest.mark.parametrize("group", COMPARISON_GROUPS)
+def test_every_core_comparison_group_is_accepted(group, tmp_path):
+    args = PruningTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], pruning_method="magnitude", pruning_comparison_group=group
+    )
+    assert args.pruning_comparison_group == group
+    assert PruningCallback.from_args(args).comparison_group == group
+
+
+def test_parses_with_the_one_shot_config(tmp_path):
+    # One command line for one-shot pruning then training: no field of the two dataclasses clashes.
+    parser = HfArgumentParser((GradProbeConfig, PruningTrainingArguments))
+    config, args = parser.parse_args_into_dataclasses(
+        [
+            "--target_sparsity",
+            "0.4",
+            "--calibration_seed",
+            "5",
+            "--pruning_method",
+            "magnitude",
+            "--pruning_target_sparsity",
+            "0.6",
+            "--pruning_comparison_group",
+            "per_row",
+            "--output_dir",
+            str(tmp_path),
+            "--seed",
+            "3",
+            "--report_to",
+            "none",
+        ]
+    )
+    assert (config.target_sparsity, config.calibration_seed) == (0.4, 5)
+    assert (args.pruning_method, args.pruning_target_sparsity, args.pruning_comparison_group) == (
+        "magnitude",
+        0.6,
+        "per_row",
+    )
+    assert args.seed == 3 and args.output_dir == str(tmp_path)
 
 
 def test_step_budget_is_opt_in_and_logged(tmp_path, caplog):

@@ -1,6 +1,7 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """PruningTrainer / PruningCallback end to end on tiny models (CPU, a few seconds each)."""
 
+import json
 import os
 
 import pytest
@@ -8,8 +9,11 @@ import torch
 from testing_utils import TINY_VOCAB_SIZE, make_tiny_gpt2, make_tiny_llama
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hf_gradprobe import find_prunable_layers, global_masks, measure_sparsity
+from hf_gradprobe import find_prunable_layers, measure_sparsity
+from hf_gradprobe.core.masking import num_to_prune, select_masks
 from hf_gradprobe.training import PRUNING_STATE_NAME, PruningCallback, PruningTrainer, PruningTrainingArguments
+from hf_gradprobe.training.state import STATE_VERSION, load_pruning_state, save_pruning_state
+
 
 VOCAB = TINY_VOCAB_SIZE
 tiny_gpt2, tiny_llama = make_tiny_gpt2, make_tiny_llama
@@ -32,19 +36,19 @@ def dataset(n=64, seq=16, seed=0):
 
 
 def make_args(tmp_path, args_cls=PruningTrainingArguments, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        max_steps=20,
-        per_device_train_batch_size=8,
-        learning_rate=3e-3,
-        use_cpu=True,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        max_grad_norm=1.0,
-    )
+    kwargs = {
+        "output_dir": str(tmp_path),
+        "max_steps": 20,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 3e-3,
+        "use_cpu": True,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 0,
+        "max_grad_norm": 1.0,
+    }
     if args_cls is PruningTrainingArguments:
         kwargs.update(
             pruning_method="bitter7",
@@ -115,6 +119,58 @@ def test_reaches_target_with_invariants(tmp_path, method):
     assert targets == sorted(targets)
 
 
+def test_per_row_prunes_every_output_row(tmp_path):
+    # GPT-2's Conv1D stores (in, out): rows are output units whatever the storage orientation.
+    trainer, probe = train(tmp_path, pruning_method="magnitude", pruning_comparison_group="per_row")
+    callback = trainer.pruning_callback
+    assert probe.checked_steps == 20 and callback.mask_updates == 5
+    assert any(layer.transposed and layer.weight.shape[0] != layer.weight.shape[1] for layer in callback.layers)
+    for layer, mask in zip(callback.layers, callback.masks, strict=True):
+        rows = layer.out_in(mask)
+        assert torch.all(rows.sum(dim=1) == num_to_prune(rows.shape[1], 0.5)), layer.name
+    assert callback.sparsity == pytest.approx(0.5, abs=1e-4)
+
+
+def test_state_file_round_trip_and_version_check(tmp_path):
+    names = ["h.0.attn", "h.0.mlp"]
+    masks = [torch.rand(4, 6) < 0.5, torch.rand(6, 4) < 0.5]
+    movement = [torch.randn(4, 6), torch.randn(6, 4)]
+    path = str(tmp_path / PRUNING_STATE_NAME)
+    save_pruning_state(path, names, masks, movement, {"method": "movement", "layers": names, "mask_updates": 3})
+    meta, loaded, scores = load_pruning_state(path, names, "movement", [torch.device("cpu")] * 2)
+    assert meta["version"] == STATE_VERSION and meta["mask_updates"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(masks, loaded, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(movement, scores, strict=True))
+    with pytest.raises(ValueError, match="same pruning arguments"):
+        load_pruning_state(path, names, "magnitude", [torch.device("cpu")] * 2)
+
+    from safetensors.torch import save_file
+
+    newer = {"version": STATE_VERSION + 1, "method": "movement", "layers": names}
+    save_file({"mask.h.0.attn": masks[0]}, path, metadata={"pruning_state": json.dumps(newer)})
+    with pytest.raises(ValueError, match=rf"version {STATE_VERSION + 1}.*up to {STATE_VERSION}.*Upgrade hf_gradprobe"):
+        load_pruning_state(path, names, "movement", [torch.device("cpu")] * 2)
+    save_file({"mask.h.0.attn": masks[0]}, path)
+    with pytest.raises(ValueError, match="holds no pruning state"):
+        load_pruning_state(path, names, "movement", [torch.device("cpu")] * 2)
+
+
+def test_resume_refuses_a_newer_state_version(tmp_path):
+    train(tmp_path / "full", save_strategy="steps", save_steps=8)
+    checkpoint = tmp_path / "full" / "checkpoint-8"
+    state_file = str(checkpoint / PRUNING_STATE_NAME)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(state_file)
+    with safe_open(state_file, framework="pt") as handle:
+        meta = json.loads(handle.metadata()["pruning_state"])
+    save_file(tensors, state_file, metadata={"pruning_state": json.dumps({**meta, "version": STATE_VERSION + 1})})
+    resumed = PruningTrainer(model=tiny_gpt2(), args=make_args(tmp_path / "resumed"), train_dataset=dataset())
+    with pytest.raises(ValueError, match="Upgrade hf_gradprobe"):
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+
+
 def test_gradient_clipping_sees_masked_gradients(tmp_path):
     # Hooks mask gradients during backward, so the norm the Trainer clips with (and logs) is the masked one.
     norms = []
@@ -167,7 +223,9 @@ def test_fixed_keeps_one_shot_zeros(tmp_path):
     model = tiny_llama()
     layers = find_prunable_layers(model)
     with torch.no_grad():
-        for layer, mask in zip(layers, global_masks([layer.weight.abs() for layer in layers], 0.6), strict=True):
+        for layer, mask in zip(
+            layers, select_masks([layer.weight.abs() for layer in layers], 0.6, "global"), strict=True
+        ):
             layer.weight.masked_fill_(mask, 0)
     zeros_before = [(layer.weight == 0).clone() for layer in layers]
     trainer, _ = train(tmp_path, model=model, pruning_method="fixed")
@@ -288,3 +346,62 @@ def test_fp16_overflow_steps_are_skipped_by_the_schedule(tmp_path, optim):
     callback = trainer.pruning_callback
     assert callback.skipped_steps == 2 and callback.optimizer_steps == 18
     assert callback.mask_updates == 5 and callback.sparsity == pytest.approx(0.5, abs=1e-4)
+
+
+class _PoisonWeights(TrainerCallback):
+    """Writes a NaN into a weight after optimizer step ``at``: the loss, gradients and weights diverge."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.at:
+            with torch.no_grad():
+                model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+
+
+@pytest.mark.parametrize("sample_fraction", [None, 0.5])
+def test_nonfinite_scores_skip_the_mask_update_and_never_overshoot(tmp_path, caplog, sample_fraction):
+    model = tiny_gpt2()
+    args = make_args(tmp_path, pruning_method="magnitude", pruning_sample_fraction=sample_fraction)
+    trainer = PruningTrainer(model=model, args=args, train_dataset=dataset())
+    trainer.add_callback(_PoisonWeights(at=6))
+    callback = trainer.pruning_callback
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert callback.mask_updates == 2 and callback.nonfinite_updates == 3  # steps 2, 5 ran; 8, 11, 14 skipped
+    assert callback.sparsity <= callback.target_at(5) + 0.01 < 0.5  # sampled thresholds are within 1%
+    assert "hold NaN or inf" in caplog.text and "update is skipped" in caplog.text
+
+
+def test_nonfinite_scores_can_raise(tmp_path):
+    args = make_args(tmp_path, pruning_method="magnitude", pruning_on_nonfinite="raise")
+    trainer = PruningTrainer(model=tiny_gpt2(), args=args, train_dataset=dataset())
+    trainer.add_callback(_PoisonWeights(at=6))
+    with pytest.raises(FloatingPointError, match="step 8.*NaN or inf"):
+        trainer.train()
+    with pytest.raises(ValueError, match="pruning_on_nonfinite"):
+        make_args(tmp_path, pruning_on_nonfinite="ignore")
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        PruningCallback("magnitude", 0.5, on_nonfinite="warn")
+
+
+def test_warns_when_processes_are_distributed_but_the_trainer_is_not(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from hf_gradprobe.training import distributed
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *a, **k: 2)
+    args = make_args(tmp_path, max_steps=1, pruning_method="magnitude")
+    assert distributed.ddp_inactive_message(args) is not None
+    handler_logger = logging.getLogger("hf_gradprobe")
+    handler_logger.addHandler(caplog.handler)
+    try:
+        callback = PruningCallback("magnitude", 0.5)
+        callback.on_train_begin(args, TrainerState(max_steps=1), TrainerControl(), model=tiny_gpt2())
+    finally:
+        handler_logger.removeHandler(caplog.handler)
+    assert "DDP is NOT active" in caplog.text and "drift apart" in caplog.text
+    monkeypatch.setattr(distributed, "is_distributed", lambda: False)
+    assert distributed.ddp_inactive_message(args) is None

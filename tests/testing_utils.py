@@ -63,14 +63,22 @@ def _seeded(build, seed: int):
 _TOKENS = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
 
 
-def make_tiny_llama(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, tie_word_embeddings: bool = False, **config):
+def make_tiny_llama(
+    seed: int = 0, hidden_size: int = 32, num_layers: int = 2, tie_word_embeddings: bool = False, **config
+):
     """LlamaForCausalLM: 2 decoder layers, hidden 32, GQA 4 heads / 2 KV heads, untied LM head."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=4, num_key_value_heads=2, vocab_size=TINY_VOCAB_SIZE, max_position_embeddings=256,
-        tie_word_embeddings=tie_word_embeddings, **{**_TOKENS, **config},
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=TINY_VOCAB_SIZE,
+        max_position_embeddings=256,
+        tie_word_embeddings=tie_word_embeddings,
+        **{**_TOKENS, **config},
     )
     return _seeded(lambda: LlamaForCausalLM(cfg), seed)
 
@@ -80,9 +88,15 @@ def make_tiny_mistral(seed: int = 0, hidden_size: int = 32, num_layers: int = 2,
     from transformers import MistralConfig, MistralForCausalLM
 
     cfg = MistralConfig(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=4, num_key_value_heads=2, vocab_size=TINY_VOCAB_SIZE, max_position_embeddings=256,
-        sliding_window=None, **{**_TOKENS, **config},
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=TINY_VOCAB_SIZE,
+        max_position_embeddings=256,
+        sliding_window=None,
+        **{**_TOKENS, **config},
     )
     return _seeded(lambda: MistralForCausalLM(cfg), seed)
 
@@ -92,7 +106,11 @@ def make_tiny_gpt2(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, **
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
-        n_embd=hidden_size, n_layer=num_layers, n_head=4, n_positions=256, vocab_size=TINY_VOCAB_SIZE,
+        n_embd=hidden_size,
+        n_layer=num_layers,
+        n_head=4,
+        n_positions=256,
+        vocab_size=TINY_VOCAB_SIZE,
         **{**_TOKENS, **config},
     )
     return _seeded(lambda: GPT2LMHeadModel(cfg), seed)
@@ -103,8 +121,13 @@ def make_tiny_bert(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, **
     from transformers import BertConfig, BertForMaskedLM
 
     cfg = BertConfig(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=4, vocab_size=TINY_VOCAB_SIZE, max_position_embeddings=256, pad_token_id=PAD_ID,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        vocab_size=TINY_VOCAB_SIZE,
+        max_position_embeddings=256,
+        pad_token_id=PAD_ID,
         **config,
     )
     return _seeded(lambda: BertForMaskedLM(cfg), seed)
@@ -123,3 +146,21 @@ def save_tiny_model(model, tokenizer, path: str | os.PathLike) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return os.fspath(path)
+
+
+def token_windows(n: int = 6, length: int = 24, seed: int = 0) -> torch.Tensor:
+    """Calibration windows of random token ids for the tiny models (ids 4..199)."""
+    return torch.randint(4, 200, (n, length), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_gradprobe_config(**overrides):
+    """A GradProbeConfig sized for `token_windows()`; ``overrides`` replace its fields."""
+    from hf_gradprobe import GradProbeConfig
+
+    base = {
+        "num_calibration_samples": 6,
+        "calibration_seq_len": 24,
+        "num_probe_samples": 3,
+        "calibration_batch_size": 2,
+    }
+    return GradProbeConfig(**{**base, **overrides})

@@ -1,11 +1,20 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Pruning while training: AdamWPrune "bitter" variants, magnitude, movement and fixed masks."""
+"""Pruning while training: AdamWPrune "bitter" variants, magnitude, movement and fixed masks.
+
+`PruningCallback` (callback) runs the lifecycle inside any `Trainer`; `PruningTrainer` (trainer) wires it in
+from `PruningTrainingArguments` (arguments). One concept per module: `schedule` (sparsity ramp, step options),
+`importance` (scores), `selection` (masks and threshold), `optimizer` (AdamW state, skipped steps),
+`distributed` (same masks on every rank), `state` (checkpointed masks and counters, resume), `logs`
+(`pruning/*` metrics).
+"""
 
 from .arguments import PruningTrainingArguments, apply_step_budget, resolve_pruning_options
-from .callback import PRUNING_STATE_NAME, PruningCallback
-from .importance import METHODS, adam_scores
+from .callback import PruningCallback
+from .importance import METHODS, adam_scores, method_scores
 from .schedule import SCHEDULES, scheduled_sparsity
+from .state import PRUNING_STATE_NAME
 from .trainer import PruningTrainer
+
 
 __all__ = [
     "METHODS",
@@ -16,6 +25,7 @@ __all__ = [
     "PruningTrainingArguments",
     "adam_scores",
     "apply_step_budget",
+    "method_scores",
     "resolve_pruning_options",
     "scheduled_sparsity",
 ]

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.utils import logging
 
-from ..masking import validate_sparsity
-from .importance import ADAM_METHODS, METHODS, REQUIRED_STATE
-from .schedule import SCHEDULES
+from ..core.masking import COMPARISON_GROUPS, validate_sparsity
+from .importance import METHODS, needs_optimizer_state
+from .schedule import SCHEDULES, check_step_order
+
 
 logger = logging.get_logger(__name__)
 
-COMPARISON_GROUPS = ("global", "per_layer")
-# Seeds 002/003: the original trainer gave these variants more iterations to spend the compute that
+# Per-variant step budget of the AdamWPrune recipe: these variants train longer, spending the compute that
 # sparse steps save. Opt-in only (`pruning_adjust_step_budget`), and always logged.
 STEP_BUDGET_FACTORS = {"bitter2": 1.21, **{f"bitter{i}": 1.30 for i in (3, 4, 5, 6, 8, 9)}}
-# Seeds 003: bitter0-2 ramp linearly, bitter3-9 with the gentle cubic p**3.
+# Default ramps of the AdamWPrune recipe: bitter0-2 (and the baselines) linear, bitter3-9 the gentle cubic p**3.
 LINEAR_BY_DEFAULT = ("bitter0", "bitter1", "bitter2", "magnitude", "movement", "fixed")
 
 
@@ -46,20 +46,7 @@ def resolve_pruning_options(
         schedule = "linear" if method in LINEAR_BY_DEFAULT else "cubic"
     if schedule not in SCHEDULES:
         raise ValueError(f"`pruning_schedule`={schedule!r} is not supported. Choose one of {list(SCHEDULES)}.")
-    for name, value in (("pruning_start_step", start_step), ("pruning_end_step", end_step)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"`{name}`={value!r} must be a number of optimizer steps (>= 1) or a ratio of the total "
-                "training steps in [0, 1)."
-            )
-        if value >= 1 and value != int(value):
-            raise ValueError(f"`{name}`={value!r}: values >= 1 count optimizer steps and must be whole numbers.")
-    # Both absolute or both ratios can be compared now; a mix is checked once max_steps is known.
-    if (start_step >= 1) == (end_step >= 1) and end_step < start_step:
-        raise ValueError(
-            f"`pruning_end_step`={end_step} is before `pruning_start_step`={start_step}. The ramp runs from the "
-            "start step to the end step: set `pruning_end_step` >= `pruning_start_step`."
-        )
+    check_step_order(start_step, end_step)
     if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
         raise ValueError(
             f"`pruning_frequency`={frequency!r} must be a whole number of optimizer steps >= 1 "
@@ -72,7 +59,8 @@ def resolve_pruning_options(
     if comparison_group not in COMPARISON_GROUPS:
         raise ValueError(
             f"`pruning_comparison_group`={comparison_group!r} is not supported. Choose one of "
-            f"{list(COMPARISON_GROUPS)}: one threshold over all prunable weights, or one per layer."
+            f"{list(COMPARISON_GROUPS)}: the target sparsity in every output row of each layer, in every layer, or "
+            "over all prunable weights at once."
         )
     if layer_adaptive and comparison_group != "per_layer":
         raise ValueError(
@@ -98,6 +86,19 @@ def resolve_pruning_options(
     }
 
 
+NONFINITE_ACTIONS = ("skip", "raise")
+
+
+def check_on_nonfinite(value, name: str = "pruning_on_nonfinite") -> str:
+    """Validate what a mask update does when scores are NaN/inf: ``"skip"`` (warn, keep the masks) or ``"raise"``."""
+    if value not in NONFINITE_ACTIONS:
+        raise ValueError(
+            f"`{name}`={value!r} is not supported. Choose 'skip' (a mask update whose scores hold NaN or inf is "
+            "skipped with a warning) or 'raise' (it stops training)."
+        )
+    return value
+
+
 @dataclass
 class PruningTrainingArguments(TrainingArguments):
     """[`~transformers.TrainingArguments`] plus the schedule of pruning while training.
@@ -113,8 +114,9 @@ class PruningTrainingArguments(TrainingArguments):
     pruning_targets / pruning_ignore (`list[str]`, *optional*):
         Regular expressions over module names; by default every Linear/Conv1D inside the repeated blocks.
     pruning_comparison_group (`str`, *optional*):
-        `global` (one threshold over all prunable weights) or `per_layer`. Defaults to `per_layer` when
-        layer-adaptive scaling is on, else `global`.
+        Where the sparsity is met: `per_row` (every output row of each layer), `per_layer` or `global` (one
+        threshold over all prunable weights). Defaults to `per_layer` when layer-adaptive scaling is on, else
+        `global`.
     pruning_layer_adaptive (`bool`, *optional*):
         bitter4's ramp: layer sparsity from 0.7x (first block) to 1.3x (last block) the target, renormalised so
         the global sparsity equals the target. Defaults to True for `bitter4` only.
@@ -123,7 +125,7 @@ class PruningTrainingArguments(TrainingArguments):
 
     pruning_schedule (`str`, *optional*):
         `linear`, `cubic` (target * p**3, slow start) or `zhu_gupta` (target * (1 - (1-p)**3), fast start).
-        Defaults to `linear` for bitter0-2/magnitude/movement and `cubic` for bitter3-9, as in the seeds.
+        Defaults to `linear` for bitter0-2/magnitude/movement and `cubic` for bitter3-9 (the AdamWPrune recipe).
     pruning_start_step / pruning_end_step (`float`, defaults to `0.1` / `0.7`):
         Optimizer steps where the ramp starts and reaches the target: a whole number of steps, or a ratio of
         the total steps when below 1. Steps skipped by the fp16 loss scaler do not count.
@@ -132,9 +134,12 @@ class PruningTrainingArguments(TrainingArguments):
     pruning_sample_fraction (`float`, *optional*):
         Estimate thresholds from this fraction of the scores (seeded, the same on every process). None: exact
         up to 2**24 scores, a 2% sample above.
+    pruning_on_nonfinite (`str`, defaults to `"skip"`):
+        What a mask update does when some scores are NaN or inf (a diverged loss, NaN weights): `skip` keeps the
+        masks as they are and warns, `raise` stops training with an error. Non-finite scores never prune.
     pruning_adjust_step_budget (`bool`, defaults to `False`):
-        Opt-in: multiply `max_steps` (or `num_train_epochs`) by the seeds' per-variant budget (bitter2 x1.21,
-        bitter3/4/5/6/8/9 x1.30). Logged as a warning when applied.
+        Opt-in: multiply `max_steps` (or `num_train_epochs`) by the per-variant step budget of the AdamWPrune
+        recipe (bitter2 x1.21, bitter3/4/5/6/8/9 x1.30). Logged as a warning when applied.
     """
 
     pruning_method: str = field(
@@ -161,7 +166,8 @@ class PruningTrainingArguments(TrainingArguments):
     pruning_comparison_group: str | None = field(
         default=None,
         metadata={
-            "help": "global or per_layer thresholds (default: per_layer if layer-adaptive, else global).",
+            "help": "Where the sparsity is met: per_row, per_layer or global (default: per_layer if "
+            "layer-adaptive, else global).",
             "choices": [*COMPARISON_GROUPS, None],
         },
     )
@@ -178,12 +184,16 @@ class PruningTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Regexes of module names to prune (default: Linear/Conv1D in the blocks)."}
     )
     pruning_ignore: list[str] | None = field(default=None, metadata={"help": "Regexes of module names to keep dense."})
+    pruning_on_nonfinite: str = field(
+        default="skip",
+        metadata={
+            "help": "A mask update whose scores hold NaN/inf: skip it with a warning, or raise.",
+            "choices": list(NONFINITE_ACTIONS),
+        },
+    )
     pruning_adjust_step_budget: bool = field(
         default=False,
-        metadata={
-            "help": "Opt-in: scale the step budget per variant as in the seeds (bitter2 x1.21, "
-            "bitter3/4/5/6/8/9 x1.30)."
-        },
+        metadata={"help": "Opt-in: the AdamWPrune per-variant step budget (bitter2 x1.21, bitter3/4/5/6/8/9 x1.30)."},
     )
 
     def __post_init__(self):
@@ -202,8 +212,9 @@ class PruningTrainingArguments(TrainingArguments):
         self.pruning_schedule = resolved["schedule"]
         self.pruning_comparison_group = resolved["comparison_group"]
         self.pruning_layer_adaptive = resolved["layer_adaptive"]
+        check_on_nonfinite(self.pruning_on_nonfinite)
         optim = str(getattr(self.optim, "value", self.optim)).lower()
-        if self.pruning_method in ADAM_METHODS and REQUIRED_STATE[self.pruning_method] and "adam" not in optim:
+        if needs_optimizer_state(self.pruning_method) and "adam" not in optim:
             logger.warning(
                 f"`pruning_method`={self.pruning_method!r} reads AdamW's moments, but `optim`={self.optim!r}; "
                 "training will fail at its start unless the optimizer you pass keeps `exp_avg`/`exp_avg_sq`."
@@ -215,7 +226,7 @@ def step_budget_factor(method: str) -> float:
 
 
 def apply_step_budget(args: TrainingArguments) -> TrainingArguments:
-    """Apply the seeds' per-variant step budget to ``args`` in place when ``pruning_adjust_step_budget`` is on.
+    """Apply the AdamWPrune per-variant step budget to ``args`` in place when ``pruning_adjust_step_budget`` is on.
 
     Idempotent (marks ``args``), and always logged: never a silent change of the training length.
     """
@@ -224,21 +235,21 @@ def apply_step_budget(args: TrainingArguments) -> TrainingArguments:
     factor = step_budget_factor(args.pruning_method)
     if factor == 1.0:
         logger.warning(
-            f"`pruning_adjust_step_budget=True`: the seeds give {args.pruning_method!r} no extra steps; "
-            "the step budget is unchanged."
+            f"`pruning_adjust_step_budget=True`: the AdamWPrune step budget gives {args.pruning_method!r} no extra "
+            "steps; the step budget is unchanged."
         )
     elif args.max_steps > 0:
         new = math.ceil(args.max_steps * factor)
         logger.warning(
             f"`pruning_adjust_step_budget=True`: `max_steps` {args.max_steps} -> {new} (x{factor} for "
-            f"{args.pruning_method!r}, as in the seeds)."
+            f"{args.pruning_method!r}, the AdamWPrune step budget)."
         )
         args.max_steps = new
     else:
         new = args.num_train_epochs * factor
         logger.warning(
             f"`pruning_adjust_step_budget=True`: `num_train_epochs` {args.num_train_epochs} -> {new} (x{factor} "
-            f"for {args.pruning_method!r}, as in the seeds)."
+            f"for {args.pruning_method!r}, the AdamWPrune step budget)."
         )
         args.num_train_epochs = new
     args._pruning_step_budget_applied = True

@@ -1,50 +1,49 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""`PruningCallback`: all the logic of pruning while training, usable with any `Trainer`."""
+"""`PruningCallback`: the lifecycle of pruning while training, usable with any `Trainer`.
+
+It orchestrates the other modules of the package's training part: `schedule` (when and how much),
+`importance` (scores), `selection` (which weights), `optimizer` (moments and skipped steps), `distributed`
+(identical masks on every rank), `state` (checkpoints and resume) and `logs` (`pruning/*` metrics).
+"""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..layers import PrunableLayer, find_prunable_layers
-from ..masking import apply_mask_, global_masks, lowest_k_mask
-from .arguments import resolve_pruning_options
-from .importance import ADAM_METHODS, REQUIRED_STATE, accumulate_movement_, adam_scores, magnitude_scores
-from .schedule import (
-    is_update_step,
-    layer_adaptive_scales,
-    layer_sparsities,
-    resolve_step,
-    scheduled_sparsity,
+from ..core.layers import PrunableLayer, find_prunable_layers
+from ..core.masking import EXACT_LIMIT, apply_mask_
+from .arguments import check_on_nonfinite, resolve_pruning_options
+from .distributed import broadcast_masks_, ddp_inactive_message, is_distributed
+from .importance import accumulate_movement_, method_scores
+from .logs import LOG_PREFIX, is_training_log, pruning_logs
+from .optimizer import (
+    DEFAULT_BETA1,
+    beta1_of,
+    check_optimizer,
+    loss_scale,
+    param_state,
+    step_was_skipped,
+    unwrap_optimizer,
+    zero_pruned_state_,
 )
-from ..masking import sampled_threshold
+from .schedule import is_update_step, resolve_steps, scheduled_sparsity
+from .selection import PRUNED_SCORE, count_pruned, select_training_masks, selection_threshold
+from .state import (
+    PRUNING_STATE_NAME,
+    checkpoint_folder,
+    load_pruning_state,
+    save_pruning_state,
+    state_file_to_resume,
+)
+
 
 logger = logging.get_logger(__name__)
-
-PRUNING_STATE_NAME = "pruning_state.safetensors"
-# Up to this many scores the threshold is exact (one fp32 copy of the pool, 64 MiB); above, sampled.
-EXACT_LIMIT = 2**24
-DEFAULT_SAMPLE_FRACTION = 0.02
-LOG_PREFIX = "pruning/"
-
-
-def _unwrap_optimizer(optimizer):
-    # Accelerate's AcceleratedOptimizer (and DeepSpeed's wrappers) keep the torch optimizer in `.optimizer`.
-    while hasattr(optimizer, "optimizer") and hasattr(optimizer.optimizer, "param_groups"):
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class PruningCallback(TrainerCallback):
@@ -84,6 +83,7 @@ class PruningCallback(TrainerCallback):
         seed: int = 0,
         exact_limit: int = EXACT_LIMIT,
         sync_masks: bool = True,
+        on_nonfinite: str = "skip",
     ):
         options = resolve_pruning_options(
             method,
@@ -100,7 +100,8 @@ class PruningCallback(TrainerCallback):
             setattr(self, key, value)
         self.targets, self.ignore, self.seed = targets, ignore, int(seed)
         self.exact_limit, self.sync_masks = int(exact_limit), bool(sync_masks)
-        # Set by PruningTrainer.train (or by hand) to the folder being resumed; see `_checkpoint_to_resume`.
+        self.on_nonfinite = check_on_nonfinite(on_nonfinite, "on_nonfinite")
+        # Set by PruningTrainer.train (or by hand) to the folder being resumed; see `state.state_file_to_resume`.
         self.resume_from_checkpoint: str | None = None
         self._reset_state()
 
@@ -120,6 +121,7 @@ class PruningCallback(TrainerCallback):
             targets=args.pruning_targets,
             ignore=args.pruning_ignore,
             seed=args.seed,
+            on_nonfinite=getattr(args, "pruning_on_nonfinite", "skip"),
         )
 
     def _reset_state(self) -> None:
@@ -129,6 +131,7 @@ class PruningCallback(TrainerCallback):
         self.optimizer_steps = 0  # optimizer steps that really updated the weights
         self.skipped_steps = 0
         self.mask_updates = 0
+        self.nonfinite_updates = 0  # mask updates skipped because some scores were NaN/inf
         self.threshold = float("nan")
         self.pruned = 0
         self.total = 0
@@ -152,13 +155,7 @@ class PruningCallback(TrainerCallback):
         return scheduled_sparsity(step, self.target_sparsity, self.start, self.end, self.schedule)
 
     def _resolve_steps(self, max_steps: int) -> None:
-        self.start = resolve_step(self.start_step, max_steps, "pruning_start_step")
-        self.end = resolve_step(self.end_step, max_steps, "pruning_end_step")
-        if self.end < self.start:
-            raise ValueError(
-                f"`pruning_end_step`={self.end_step} (step {self.end}) is before `pruning_start_step`="
-                f"{self.start_step} (step {self.start}) for {max_steps} training steps. Set the end step after the start."
-            )
+        self.start, self.end = resolve_steps(self.start_step, self.end_step, max_steps)
         if self.method != "fixed" and self.end > max_steps:
             logger.warning(
                 f"`pruning_end_step` resolves to optimizer step {self.end}, after the last training step "
@@ -179,15 +176,23 @@ class PruningCallback(TrainerCallback):
             raise RuntimeError("PruningCallback needs the model: add it to a transformers Trainer.")
         self._remove_hooks()
         self._reset_state()
+        drift = ddp_inactive_message(args)
+        if drift:
+            logger.warning_once(drift)
         self.layers = find_prunable_layers(model, targets=self.targets, ignore=self.ignore)
         self.total = sum(layer.weight.numel() for layer in self.layers)
         self._resolve_steps(state.max_steps)
-        torch_optimizer = _unwrap_optimizer(optimizer)
-        self._check_optimizer(torch_optimizer)
+        torch_optimizer = unwrap_optimizer(optimizer)
+        check_optimizer(self.method, torch_optimizer, self.layers)
 
-        checkpoint = self._checkpoint_to_resume(args, state)
-        if checkpoint is not None and os.path.isfile(os.path.join(checkpoint, PRUNING_STATE_NAME)):
-            self._load(os.path.join(checkpoint, PRUNING_STATE_NAME))
+        state_file = state_file_to_resume(
+            state.global_step,
+            args.output_dir,
+            self.resume_from_checkpoint,
+            getattr(args, "resume_from_checkpoint", None),
+        )
+        if state_file is not None:
+            self._load(state_file)
         else:
             if state.global_step > 0:
                 logger.warning(
@@ -202,7 +207,7 @@ class PruningCallback(TrainerCallback):
             ]
             if self.method == "movement":
                 self.movement = [torch.zeros_like(layer.weight, dtype=torch.float32) for layer in self.layers]
-        self.pruned = _count(self.masks)
+        self.pruned = count_pruned(self.masks)
         if self.method == "fixed" and self.pruned == 0:
             logger.warning(
                 "`pruning_method='fixed'` keeps the zeros the model already has, but its prunable weights have "
@@ -225,45 +230,17 @@ class PruningCallback(TrainerCallback):
             )
         )
 
-    def _check_optimizer(self, optimizer) -> None:
-        if self.method not in ADAM_METHODS or not REQUIRED_STATE[self.method]:
-            return
-        name = type(optimizer).__name__ if optimizer is not None else "None"
-        groups = getattr(optimizer, "param_groups", None) or []
-        if optimizer is None or not all("betas" in group for group in groups):
-            raise ValueError(
-                f"`pruning_method`={self.method!r} scores weights from AdamW's moments "
-                f"({', '.join(REQUIRED_STATE[self.method])}), but the optimizer is {name}, which keeps none. Train "
-                "with an Adam-family optimizer (`optim='adamw_torch'`, the default), or use "
-                "`pruning_method='magnitude'` or `'movement'` with this optimizer."
-            )
-        in_optimizer = {id(p) for group in groups for p in group["params"]}
-        missing = [layer.param_name for layer in self.layers if id(layer.weight) not in in_optimizer]
-        if missing:
-            raise ValueError(
-                f"`pruning_method`={self.method!r} needs the optimizer state of every pruned weight, but {name} "
-                f"does not train {missing[:3]}{'...' if len(missing) > 3 else ''}. Exclude them with `pruning_ignore` "
-                "or unfreeze them."
-            )
-
-    def _checkpoint_to_resume(self, args, state) -> str | None:
-        if state.global_step == 0:
-            return None
-        for candidate in (self.resume_from_checkpoint, getattr(args, "resume_from_checkpoint", None)):
-            if isinstance(candidate, str) and os.path.isdir(candidate):
-                return candidate
-        return os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if not self.layers:
             return
-        if self._step_was_skipped(optimizer):
+        scale_before, self._scale_before = self._scale_before, None
+        if step_was_skipped(optimizer, scale_before):
             # fp16 overflow: weights and moments were not updated, so neither is the schedule.
             self.skipped_steps += 1
             return
         self.optimizer_steps += 1
         step = self.optimizer_steps
-        torch_optimizer = _unwrap_optimizer(optimizer)
+        torch_optimizer = unwrap_optimizer(optimizer)
         if self.movement is not None and step <= self.end:
             for layer, score in zip(self.layers, self.movement, strict=True):
                 if layer.weight.grad is not None:
@@ -280,29 +257,19 @@ class PruningCallback(TrainerCallback):
                 apply_mask_(layer.weight.data, mask)
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        scaler = getattr(optimizer, "scaler", None)
-        self._scale_before = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
-
-    def _step_was_skipped(self, optimizer) -> bool:
-        if getattr(optimizer, "step_was_skipped", False):
-            return True
-        # Accelerate (1.15) reports no skip for optimizers that take the scaler's found_inf themselves (fused
-        # AdamW, the default on CUDA): they are called and do nothing. An overflow always halves the loss scale.
-        scaler = getattr(optimizer, "scaler", None)
-        before, self._scale_before = self._scale_before, None
-        return before is not None and scaler is not None and scaler.get_scale() < before
+        self._scale_before = loss_scale(optimizer)
 
     def on_save(self, args, state, control, **kwargs):
         if not self.layers or not state.is_world_process_zero:
             return
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        folder = checkpoint_folder(args.output_dir, state.global_step)
         if os.path.isdir(folder):
             self.save(os.path.join(folder, PRUNING_STATE_NAME))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # PruningTrainer merges the metrics inside `Trainer.log` (so `report_to` sees them); with another
         # Trainer they are added here, for the callbacks that come after this one and for `log_history`.
-        if logs is None or not self.layers or not _is_training_log(logs) or f"{LOG_PREFIX}sparsity" in logs:
+        if logs is None or not self.layers or not is_training_log(logs) or f"{LOG_PREFIX}sparsity" in logs:
             return
         extra = self.pop_logs()
         logs.update(extra)
@@ -331,95 +298,83 @@ class PruningCallback(TrainerCallback):
 
     @torch.no_grad()
     def scores(self, optimizer=None) -> list[torch.Tensor]:
-        """fp32 importance of every prunable weight; already pruned weights score -inf (masks only grow)."""
+        """fp32 importance of every prunable weight; already pruned weights score ``PRUNED_SCORE`` (masks only grow)."""
         out = []
         for index, (layer, mask) in enumerate(zip(self.layers, self.masks, strict=True)):
             weight = layer.weight
-            if self.method == "movement":
-                score = self.movement[index].clone()
-            elif self.method == "magnitude":
-                score = magnitude_scores(weight)
-            else:
-                state = optimizer.state.get(weight, {}) if optimizer is not None else {}
-                beta1 = _beta1(optimizer, weight) if self.method == "bitter8" else 0.9
-                score = adam_scores(self.method, weight, state, beta1=beta1)
-            out.append(score.masked_fill_(mask, -math.inf))
+            score = method_scores(
+                self.method,
+                weight,
+                param_state(optimizer, weight),
+                movement=self.movement[index] if self.movement is not None else None,
+                # Looking β₁ up walks the parameter groups: only bitter8 uses it.
+                beta1=beta1_of(optimizer, weight) if self.method == "bitter8" else DEFAULT_BETA1,
+            )
+            out.append(score.masked_fill_(mask, PRUNED_SCORE))
         return out
 
     @torch.no_grad()
     def update_masks(self, step: int, optimizer=None) -> None:
         """Grow the masks to the schedule's sparsity at ``step`` and zero the newly pruned weights and moments."""
-        target = self.target_at(step)
         scores = self.scores(optimizer)
-        seed = self.seed * 1_000_003 + step  # same on every rank, different at every update
-        numels = [score.numel() for score in scores]
-        thresholds = []
-        if self.comparison_group == "global":
-            exact = self.sample_fraction is None and self.total <= self.exact_limit
-            if exact:
-                new = global_masks(scores, target, exact_limit=self.exact_limit)
-                thresholds.append(_kth_from_masks(scores, new))
-            else:
-                threshold = sampled_threshold(
-                    scores, target, self.sample_fraction or DEFAULT_SAMPLE_FRACTION, seed
-                )
-                new = [score <= threshold for score in scores]
-                thresholds.append(threshold)
-        else:
-            if self.layer_adaptive:
-                positions = self._block_positions()
-                sparsities = layer_sparsities(target, layer_adaptive_scales(positions, numels), numels)
-            else:
-                sparsities = [target] * len(scores)
-            new = []
-            for index, (score, sparsity) in enumerate(zip(scores, sparsities, strict=True)):
-                if self.sample_fraction is None and score.numel() <= self.exact_limit:
-                    mask = lowest_k_mask(score, sparsity)
-                    thresholds.append(_kth_from_masks([score], [mask]))
-                else:
-                    fraction = self.sample_fraction or DEFAULT_SAMPLE_FRACTION
-                    threshold = sampled_threshold([score], sparsity, fraction, seed + 7919 * index)
-                    mask = score <= threshold
-                    thresholds.append(threshold)
-                new.append(mask)
+        if self._scores_not_finite(scores, step):
+            del scores
+            self._apply_masks(optimizer)
+            return
+        new = select_training_masks(
+            scores,
+            self.layers,
+            self.target_at(step),
+            self.comparison_group,
+            layer_adaptive=self.layer_adaptive,
+            exact_limit=self.exact_limit,
+            sample_fraction=self.sample_fraction,
+            seed=self.seed * 1_000_003 + step,  # same on every rank, different at every update
+        )
+        threshold = selection_threshold(scores, new)
         del scores
         for mask, grown in zip(self.masks, new, strict=True):
             mask |= grown.to(mask.device)
-        if self.sync_masks and _distributed():
-            self._broadcast_masks()
+        if self.sync_masks and is_distributed():
+            self.rank_disagreements += broadcast_masks_(self.masks)
+            if self.rank_disagreements:
+                logger.warning_once(
+                    f"{self.rank_disagreements} mask entries computed on this rank differed from rank 0's; rank 0's "
+                    "masks are used on every rank."
+                )
         self._apply_masks(optimizer)
-        self.pruned = _count(self.masks)
-        finite = [t for t in thresholds if math.isfinite(t)]
-        self.threshold = max(finite) if finite else float("nan")
+        self.pruned = count_pruned(self.masks)
+        self.threshold = threshold
         self.mask_updates += 1
 
-    def _block_positions(self) -> list[float]:
-        blocks = [layer.block_index for layer in self.layers if layer.block_index is not None]
-        last = max(blocks) if blocks else 0
-        return [1.0 if layer.block_index is None or last == 0 else layer.block_index / last for layer in self.layers]
-
-    def _broadcast_masks(self) -> None:
-        # Ranks hold the same weights and moments and draw the same seeded sample, so they should agree;
-        # rank 0's masks are broadcast anyway so a stray difference can never make the replicas drift.
-        for mask in self.masks:
-            local = mask.clone()
-            dist.broadcast(mask.view(torch.uint8), src=0)
-            self.rank_disagreements += int((local != mask).sum())
-        if self.rank_disagreements:
-            logger.warning_once(
-                f"{self.rank_disagreements} mask entries computed on this rank differed from rank 0's; rank 0's "
-                "masks are used on every rank."
-            )
+    def _scores_not_finite(self, scores: Sequence[torch.Tensor], step: int) -> bool:
+        """Whether some score is NaN/inf (on any rank): the update is then skipped with a warning, or raises."""
+        bad = [layer.name for layer, score in zip(self.layers, scores, strict=True) if not torch.isfinite(score).all()]
+        flag = torch.tensor(float(len(bad)), device=scores[0].device if scores else "cpu")
+        if is_distributed():  # every rank skips together, or none does
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if not flag.item():
+            return False
+        where = f"{len(bad)} layers, e.g. {bad[0]}" if bad else "another rank"
+        message = (
+            f"Pruning mask update at optimizer step {step}: the {self.method} scores hold NaN or inf ({where}); "
+            "the loss or the weights diverged (lower the learning rate, use bf16 or gradient clipping)."
+        )
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(message)
+        self.nonfinite_updates += 1
+        logger.warning(
+            f"{message} The update is skipped: the masks stay at {self.sparsity:.2%} (the schedule asks "
+            f"{self.target_at(step):.2%}); non-finite scores never prune. Pass `pruning_on_nonfinite='raise'` to stop."
+        )
+        return True
 
     @torch.no_grad()
     def _apply_masks(self, optimizer=None) -> None:
-        """Zero the pruned weights and every weight-shaped optimizer buffer (exp_avg, exp_avg_sq, momentum...)."""
+        """Zero the pruned weights, their optimizer buffers (exp_avg, exp_avg_sq, momentum...) and movement scores."""
         for index, (layer, mask) in enumerate(zip(self.layers, self.masks, strict=True)):
             apply_mask_(layer.weight.data, mask)
-            state = optimizer.state.get(layer.weight) if optimizer is not None else None
-            for value in (state or {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                    value.masked_fill_(mask.to(value.device), 0)
+            zero_pruned_state_(optimizer, layer.weight, mask)
             if self.movement is not None:
                 self.movement[index].masked_fill_(mask, 0)
 
@@ -429,24 +384,22 @@ class PruningCallback(TrainerCallback):
         """Metrics for the next `Trainer.log` call; resets the time spent on mask updates since the last one."""
         if not self.layers:
             return {}
-        logs = {
-            f"{LOG_PREFIX}target_sparsity": round(self.target_at(self.optimizer_steps), 6),
-            f"{LOG_PREFIX}sparsity": round(self.sparsity, 6),
-            f"{LOG_PREFIX}mask_update_seconds": round(self._seconds_since_log, 6),
-            f"{LOG_PREFIX}mask_updates": self._updates_since_log,
-        }
-        if math.isfinite(self.threshold):
-            logs[f"{LOG_PREFIX}threshold"] = self.threshold
-        if self.skipped_steps:
-            logs[f"{LOG_PREFIX}skipped_steps"] = self.skipped_steps
+        logs = pruning_logs(
+            self.target_at(self.optimizer_steps),
+            self.sparsity,
+            self._seconds_since_log,
+            self._updates_since_log,
+            self.threshold,
+            self.skipped_steps,
+        )
         self._seconds_since_log, self._updates_since_log = 0.0, 0
         return logs
 
     # ---- checkpoint -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """The schedule and counters stored next to the masks (see `hf_gradprobe.training.state`)."""
         return {
-            "version": 1,
             "method": self.method,
             "target_sparsity": self.target_sparsity,
             "schedule": self.schedule,
@@ -463,68 +416,18 @@ class PruningCallback(TrainerCallback):
         }
 
     def save(self, path: str) -> None:
-        """Write masks (bool), movement scores and schedule counters to a safetensors file."""
-        from safetensors.torch import save_file
-
-        tensors = {
-            f"mask.{layer.name}": mask.contiguous().cpu() for layer, mask in zip(self.layers, self.masks, strict=True)
-        }
-        if self.movement is not None:
-            tensors.update(
-                {
-                    f"movement.{layer.name}": s.contiguous().cpu()
-                    for layer, s in zip(self.layers, self.movement, strict=True)
-                }
-            )
-        save_file(tensors, path, metadata={"pruning_state": json.dumps(self.state_dict())})
+        """Write masks, movement scores and schedule counters to ``path`` (a `pruning_state.safetensors`)."""
+        names = [layer.name for layer in self.layers]
+        save_pruning_state(path, names, self.masks, self.movement, self.state_dict())
 
     def _load(self, path: str) -> None:
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as handle:
-            meta = json.loads(handle.metadata()["pruning_state"])
-            names = [layer.name for layer in self.layers]
-            if meta["layers"] != names or meta["method"] != self.method:
-                raise ValueError(
-                    f"{path} was saved for method {meta['method']!r} on layers {meta['layers'][:3]}..., which does "
-                    f"not match this run ({self.method!r} on {names[:3]}...). Resume with the same pruning arguments."
-                )
-            self.masks = [
-                handle.get_tensor(f"mask.{name}").to(layer.weight.device)
-                for name, layer in zip(names, self.layers, strict=True)
-            ]
-            if self.method == "movement":
-                self.movement = [
-                    handle.get_tensor(f"movement.{name}").to(layer.weight.device)
-                    for name, layer in zip(names, self.layers, strict=True)
-                ]
+        names = [layer.name for layer in self.layers]
+        devices = [layer.weight.device for layer in self.layers]
+        meta, self.masks, movement = load_pruning_state(path, names, self.method, devices)
+        if movement is not None:
+            self.movement = movement
         self.optimizer_steps = meta["optimizer_steps"]
         self.skipped_steps = meta["skipped_steps"]
         self.mask_updates = meta["mask_updates"]
         self.threshold = meta["threshold"]
         logger.info(f"Restored pruning masks and schedule (optimizer step {self.optimizer_steps}) from {path}.")
-
-
-def _beta1(optimizer, param) -> float:
-    for group in getattr(optimizer, "param_groups", []):
-        if any(p is param for p in group["params"]):
-            return float(group.get("betas", (0.9, 0.999))[0])
-    return 0.9
-
-
-def _kth_from_masks(scores: list[torch.Tensor], masks: list[torch.Tensor]) -> float:
-    """The largest pruned score: the threshold an exact selection used."""
-    best = -math.inf
-    for score, mask in zip(scores, masks, strict=True):
-        if mask.any():
-            best = max(best, float(score[mask.to(score.device)].max()))
-    return best
-
-
-def _count(masks: list[torch.Tensor]) -> int:
-    # One device sync for all layers instead of one per layer.
-    return int(torch.stack([mask.sum() for mask in masks]).sum()) if masks else 0
-
-
-def _is_training_log(logs: dict) -> bool:
-    return "loss" in logs or "train_loss" in logs

@@ -2,9 +2,10 @@
 """Pure importance ("keep-worthiness") scores for pruning while training.
 
 Every function returns a new fp32 tensor with the weight's shape; the lowest scores are pruned. Inputs
-may be any float dtype: they are read in fp32, so fp16/bf16 states never underflow into ties (the
-original bitter8/9 computed in fp16, where typical ``exp_avg_sq`` values round to 0 and the score
-collapses to magnitude). ``m`` is AdamW's ``exp_avg``, ``v`` its ``exp_avg_sq``, ``t`` its ``step``.
+may be any float dtype: they are read in fp32, so fp16/bf16 states never underflow into ties (in fp16,
+typical ``exp_avg_sq`` values round to 0 and the scores would collapse to magnitude). ``m`` is AdamW's
+``exp_avg``, ``v`` its ``exp_avg_sq``, ``t`` its ``step``. :func:`method_scores` picks the score of a
+``pruning_method``.
 
 | method | score |
 |---|---|
@@ -19,13 +20,13 @@ collapses to magnitude). ``m`` is AdamW's ``exp_avg``, ``v`` its ``exp_avg_sq``,
 | ``movement`` | ``-Σₜ w·g`` accumulated over optimizer steps |
 
 ``z`` ("movement to zero") is positive when Adam's update ``-lr m̂/(√v̂ + ε)`` drives ``w`` towards 0;
-bitter5/9 prune such weights, as the seeds state. (The original code had bitter5's sign inverted and
-kept them instead.)
+bitter5/9 prune such weights first.
 """
 
 from __future__ import annotations
 
 import torch
+
 
 EPS = 1e-8
 ADAM_METHODS = tuple(f"bitter{i}" for i in range(10))
@@ -44,6 +45,11 @@ REQUIRED_STATE: dict[str, tuple[str, ...]] = {
     "bitter8": ("exp_avg", "step"),
     "bitter9": ("exp_avg", "exp_avg_sq"),
 }
+
+
+def needs_optimizer_state(method: str) -> bool:
+    """Whether ``method`` reads AdamW's state (bitter1/2 are magnitude under another name and read none)."""
+    return bool(REQUIRED_STATE.get(method))
 
 
 def _f32(tensor: torch.Tensor) -> torch.Tensor:
@@ -145,3 +151,27 @@ def adam_scores(method: str, weight: torch.Tensor, state: dict, beta1: float = 0
     if method == "bitter8":
         return bitter8_scores(weight, m, state["step"], beta1, eps)
     return bitter9_scores(weight, m, v, eps)
+
+
+@torch.no_grad()
+def method_scores(
+    method: str,
+    weight: torch.Tensor,
+    optimizer_state: dict,
+    *,
+    movement: torch.Tensor | None = None,
+    beta1: float = 0.9,
+    eps: float = EPS,
+) -> torch.Tensor:
+    """Scores of any scoring ``pruning_method`` for one weight, as a new fp32 tensor.
+
+    ``optimizer_state`` is the weight's AdamW state (read by bitter0..bitter9), ``movement`` its accumulated
+    movement score (a copy is returned for ``movement``), ``beta1`` the Adam β₁ bitter8 bias-corrects with.
+    """
+    if method == "movement":
+        if movement is None:
+            raise ValueError("`pruning_method`='movement' scores from the accumulated movement; pass `movement`.")
+        return movement.clone()
+    if method == "magnitude":
+        return magnitude_scores(weight)
+    return adam_scores(method, weight, optimizer_state, beta1=beta1, eps=eps)

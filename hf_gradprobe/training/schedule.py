@@ -1,28 +1,62 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Pure sparsity-schedule functions, counted in optimizer steps."""
+"""Pure sparsity-schedule functions, counted in optimizer steps, and the one check of a step option."""
 
 from __future__ import annotations
 
 import math
 
+
 SCHEDULES = ("linear", "cubic", "zhu_gupta")
 
 
-def resolve_step(value: float, max_steps: int, name: str = "step") -> int:
-    """A step given as an absolute count (>= 1) or as a ratio of ``max_steps`` (in [0, 1)).
+def validate_step(value: float, name: str = "step") -> float:
+    """Check a step option: a whole number of optimizer steps (>= 1) or a ratio of the total steps in [0, 1).
 
-    Same convention as `TrainingArguments.logging_steps`/`save_steps`.
+    The one check of a step value, used for the arguments, the callback and :func:`resolve_step`; same
+    convention as `TrainingArguments.logging_steps`/`save_steps`.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"`{name}` must be a number of optimizer steps (>= 1) or a ratio of the total steps in [0, 1), "
-            f"got {value!r}."
+            f"`{name}`={value!r} must be a number of optimizer steps (>= 1) or a ratio of the total training "
+            "steps in [0, 1)."
         )
-    if value < 1:
-        return math.ceil(value * max_steps)
-    if value != int(value):
-        raise ValueError(f"`{name}` >= 1 is a number of optimizer steps and must be a whole number, got {value!r}.")
-    return int(value)
+    if value >= 1 and value != int(value):
+        raise ValueError(f"`{name}`={value!r}: values >= 1 count optimizer steps and must be whole numbers.")
+    return value
+
+
+def resolve_step(value: float, max_steps: int, name: str = "step") -> int:
+    """A step given as an absolute count (>= 1) or as a ratio of ``max_steps`` (in [0, 1)), as a step count."""
+    validate_step(value, name)
+    return math.ceil(value * max_steps) if value < 1 else int(value)
+
+
+def check_step_order(start_step: float, end_step: float) -> None:
+    """Validate both ramp steps, and their order when they compare before the total is known.
+
+    Two counts or two ratios compare now; a count and a ratio only once the total steps are known
+    (see :func:`resolve_steps`).
+    """
+    validate_step(start_step, "pruning_start_step")
+    validate_step(end_step, "pruning_end_step")
+    if (start_step >= 1) == (end_step >= 1) and end_step < start_step:
+        raise _order_error(start_step, end_step, "")
+
+
+def resolve_steps(start_step: float, end_step: float, max_steps: int) -> tuple[int, int]:
+    """The optimizer steps ``(start, end)`` of the ramp for a run of ``max_steps``; the end may not precede the start."""
+    start = resolve_step(start_step, max_steps, "pruning_start_step")
+    end = resolve_step(end_step, max_steps, "pruning_end_step")
+    if end < start:
+        raise _order_error(start_step, end_step, f" (step {end} < step {start} of {max_steps} training steps)")
+    return start, end
+
+
+def _order_error(start_step: float, end_step: float, where: str) -> ValueError:
+    return ValueError(
+        f"`pruning_end_step`={end_step} is before `pruning_start_step`={start_step}{where}. The ramp runs from the "
+        "start step to the end step: set `pruning_end_step` >= `pruning_start_step`."
+    )
 
 
 def schedule_progress(step: int, start: int, end: int) -> float:
@@ -40,7 +74,7 @@ def scheduled_sparsity(step: int, target: float, start: int, end: int, schedule:
     """Sparsity the masks should have after optimizer step ``step``.
 
     * ``linear``: ``target * p``.
-    * ``cubic``: ``target * p**3``, the seeds' "gentle early" ramp (slow start, most pruning near ``end``).
+    * ``cubic``: ``target * p**3``, a gentle early ramp (slow start, most pruning near ``end``).
     * ``zhu_gupta``: ``target * (1 - (1 - p)**3)`` (Zhu & Gupta 2017: fast start, tapering near ``end``).
 
     ``p`` is :func:`schedule_progress`; ``target`` is reached exactly at ``end``.
@@ -73,9 +107,9 @@ def layer_adaptive_scales(
 ) -> list[float]:
     """Per-layer multipliers of the sparsity: a ramp from ``low`` (first block) to ``high`` (last block).
 
-    ``positions`` are in [0, 1] (block index / (blocks - 1)). The seeds' bitter4 ramp, renormalised so the
-    size-weighted mean multiplier is 1: the global sparsity then equals the target (the original
-    overshot, 54.6% at a 50% target on GPT-2).
+    ``positions`` are in [0, 1] (block index / (blocks - 1)). bitter4's ramp, renormalised so the size-weighted
+    mean multiplier is 1: the global sparsity then equals the target (unnormalised, it reaches 54.6% at a 50%
+    target on GPT-2).
     """
     raw = [low + (high - low) * p for p in positions]
     total = sum(numels)
@@ -83,13 +117,13 @@ def layer_adaptive_scales(
     return [r / mean for r in raw]
 
 
-def layer_sparsities(sparsity: float, scales: list[float], numels: list[int], cap: float = 0.95) -> list[float]:
-    """Per-layer sparsities ``sparsity * scale``, capped at ``cap``; what a capped layer cannot take is
-    spread over the other layers in proportion to their scale, so the pool still reaches ``sparsity``."""
-    out = [min(cap, sparsity * s) for s in scales]
+def layer_sparsities(target: float, scales: list[float], numels: list[int], cap: float = 0.95) -> list[float]:
+    """Per-layer target sparsities ``target * scale``, capped at ``cap``; what a capped layer cannot take is
+    spread over the other layers in proportion to their scale, so the pool still reaches ``target``."""
+    out = [min(cap, target * s) for s in scales]
     total = sum(numels)
     for _ in range(len(scales)):
-        missing = sparsity * total - sum(o * n for o, n in zip(out, numels, strict=True))
+        missing = target * total - sum(o * n for o, n in zip(out, numels, strict=True))
         free = [i for i, o in enumerate(out) if o < cap]
         if missing <= 1e-12 * total or not free:
             break

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
-from ..layers import find_prunable_layers
+from ..core.layers import find_prunable_layers
 from .arguments import PruningTrainingArguments, apply_step_budget
-from .callback import PruningCallback, _is_training_log
+from .callback import PruningCallback
+from .logs import is_training_log
+from .state import resume_argument
 
 
 class PruningTrainer(Trainer):
@@ -44,13 +45,10 @@ class PruningTrainer(Trainer):
         self.add_callback(self.pruning_callback)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *pargs, **kwargs):
-        checkpoint = resume_from_checkpoint
-        if isinstance(checkpoint, bool):
-            checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
-        self.pruning_callback.resume_from_checkpoint = checkpoint
+        self.pruning_callback.resume_from_checkpoint = resume_argument(resume_from_checkpoint, self.args.output_dir)
         return super().train(resume_from_checkpoint, *pargs, **kwargs)
 
     def log(self, logs: dict[str, float], *pargs, **kwargs) -> None:
-        if _is_training_log(logs):
+        if is_training_log(logs):
             logs.update(self.pruning_callback.pop_logs())
         super().log(logs, *pargs, **kwargs)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testing_utils import TINY_VOCAB_SIZE, make_tiny_gpt2  # noqa: E402
 
-from hf_gradprobe.training import PruningTrainer, PruningTrainingArguments  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testing_utils import TINY_VOCAB_SIZE, make_tiny_gpt2
+
+from hf_gradprobe.training import PruningTrainer, PruningTrainingArguments
 
 
 def main(output_dir: str) -> None:

@@ -1,0 +1,116 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""`hf-gradprobe` command line: one sub-command per module in `hf_gradprobe/cli/`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from . import eval, inspect, prune
+
+
+# Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+COMMANDS = (eval, prune, inspect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="hf-gradprobe", description="Sparse language models with Transformers.")
+    parser.add_argument("--version", action="version", version=f"hf_gradprobe {__version__}")
+    _add_global_options(parser, None)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(subparsers)
+    for subparser in subparsers.choices.values():  # also accepted after the sub-command
+        _add_global_options(subparser, argparse.SUPPRESS)
+    return parser
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Bad input (a path, a value, data): one line naming the argument, exit code 2.
+USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError)
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default if default is not None else False,
+        help="show the Python traceback of an error",
+    )
+    parser.add_argument(
+        "--log_level",
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=default,
+        help="log level of hf_gradprobe and transformers (default: $TRANSFORMERS_VERBOSITY, else warning)",
+    )
+
+
+def _set_log_level(level: str | None):
+    """Apply ``--log_level`` (else ``$TRANSFORMERS_VERBOSITY``); returns a function restoring what it changed."""
+    level = level or os.environ.get("TRANSFORMERS_VERBOSITY")
+    if not level or level.lower() not in LOG_LEVELS:
+        return lambda: None
+    from transformers.utils import logging as hf_logging
+
+    value = getattr(logging, level.upper())
+    package = logging.getLogger("hf_gradprobe")
+    before = (hf_logging.get_verbosity(), package.level)
+    handler = logging.StreamHandler() if not package.handlers else None
+    hf_logging.set_verbosity(value)
+    package.setLevel(value)
+    if handler is not None:
+        package.addHandler(handler)
+
+    def restore() -> None:
+        hf_logging.set_verbosity(before[0])
+        package.setLevel(before[1])
+        if handler is not None:
+            package.removeHandler(handler)
+
+    return restore
+
+
+def _one_line(err: BaseException) -> str:
+    from ..sharing.redaction import redact
+
+    return redact(" ".join(str(err).split()) or type(err).__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hf-gradprobe``. Exit codes: 0 done, 2 bad input (one line saying what and how to fix), 1 an
+    internal error (one line; ``--debug`` shows the traceback), 130 interrupted."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in model cards
+    restore_logging = _set_log_level(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"hf-gradprobe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hf-gradprobe {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the CLI turns any internal error into one line and exit 1
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"hf-gradprobe {args.command}: internal error: {type(err).__name__}: {_one_line(err)} (run again with "
+            "--debug for the traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        restore_logging()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Sub-commands of `hf-gradprobe`; see `hf_gradprobe/cli.py`."""

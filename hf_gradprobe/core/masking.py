@@ -1,0 +1,275 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Pure tensor functions that turn importance scores into pruning masks.
+
+Conventions used everywhere in the package:
+
+* A mask is a ``torch.bool`` tensor with the weight's shape; ``True`` means *pruned* (set to zero).
+* Scores are "keep-worthiness": the lowest scores are pruned. They are compared in fp32 whatever the
+  weight dtype, so fp16/bf16 rounding never creates spurious ties.
+* Matrices are given in ``(out_features, in_features)`` orientation. A "row" is one output unit and
+  N:M groups run along the input dimension, as sparse tensor cores expect.
+* Ties are broken by position: among equal scores the one with the lower flat index is pruned first,
+  so the same scores always give the same mask on every process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+COMPARISON_GROUPS = ("per_row", "per_layer", "global")
+# Pools up to this many scores are decided exactly (one fp32 copy of the pool: 64 MiB); larger ones by a
+# seeded sampled threshold (see `sampled_threshold` for its error).
+EXACT_LIMIT = 2**24
+DEFAULT_SAMPLE_FRACTION = 0.02
+
+
+def validate_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity):
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {sparsity!r}.")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(
+            f"`{name}` must be in [0, 1) (the fraction of weights set to zero), got {sparsity!r}. "
+            "For example 0.5 prunes half of the prunable weights."
+        )
+    return float(sparsity)
+
+
+def parse_nm_pattern(pattern: str | None, name: str = "pattern") -> tuple[int, int] | None:
+    """Parse ``"unstructured"`` (returns ``None``) or ``"N:M"`` (at most N non-zeros in every M weights)."""
+    if pattern is None or pattern == "unstructured":
+        return None
+    parts = str(pattern).split(":")
+    try:
+        n, m = (int(p) for p in parts)
+    except ValueError:
+        n = m = -1
+    if len(parts) != 2 or not 0 < n < m:
+        raise ValueError(
+            f"`{name}` must be 'unstructured' or 'N:M' with integers 0 < N < M (N kept out of every M "
+            f"consecutive weights along the input dimension, e.g. '2:4'), got {pattern!r}."
+        )
+    return n, m
+
+
+def num_to_prune(numel: int, sparsity: float) -> int:
+    """The exact number of weights pruned in a group of ``numel`` at ``sparsity`` (round half up)."""
+    return min(numel, math.floor(sparsity * numel + 0.5))
+
+
+def _lowest_k_mask_last_dim(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the ``k`` lowest entries of every row of a 2-D fp32 tensor, ties to the lower index."""
+    cols = scores.shape[1]
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= cols:
+        return _prunable(scores)
+    # kthvalue is O(n) and needs no sorted copy; ties at the threshold are then resolved by position.
+    threshold = scores.kthvalue(k, dim=-1, keepdim=True).values
+    below = scores < threshold
+    at = scores == threshold
+    missing = k - below.sum(dim=-1, keepdim=True)
+    return (below | (at & (at.cumsum(dim=-1) <= missing))) & _prunable(scores)
+
+
+def _as_fp32(scores: torch.Tensor) -> torch.Tensor:
+    scores = scores.detach()
+    if scores.dtype != torch.float32:
+        scores = scores.float()
+    # A score that is not finite (NaN, +-inf: a diverged loss, an overflow) says nothing about importance: it
+    # must never prune. It becomes +inf, ranked last, and ``_prunable`` keeps it even when a quota would
+    # reach it (a group then prunes fewer than its quota rather than weights it knows nothing about).
+    return torch.nan_to_num(scores, nan=math.inf, posinf=math.inf, neginf=math.inf)
+
+
+def _prunable(scores: torch.Tensor) -> torch.Tensor:
+    """Where the output of ``_as_fp32`` may be pruned: everywhere but the non-finite scores."""
+    return scores != math.inf
+
+
+def lowest_k_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune exactly ``round(sparsity * numel)`` entries of the whole tensor (per-layer comparison)."""
+    sparsity = validate_sparsity(sparsity)
+    flat = _as_fp32(scores).reshape(1, -1)
+    k = num_to_prune(flat.numel(), sparsity)
+    if 0 < sparsity and k >= flat.numel() > 1:
+        _warn_whole_group(f"the whole layer ({flat.numel()} weights)", sparsity)
+    return _lowest_k_mask_last_dim(flat, k).reshape(scores.shape)
+
+
+def per_row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune exactly ``round(sparsity * in_features)`` entries of every output row (Wanda's group)."""
+    sparsity = validate_sparsity(sparsity)
+    if scores.dim() != 2:
+        raise ValueError(f"per_row comparison needs a 2-D (out, in) score matrix, got shape {tuple(scores.shape)}.")
+    k = num_to_prune(scores.shape[1], sparsity)
+    if 0 < sparsity and k >= scores.shape[1]:
+        _warn_whole_group(f"every output row ({scores.shape[1]} weights each)", sparsity)
+    return _lowest_k_mask_last_dim(_as_fp32(scores), k)
+
+
+def _warn_whole_group(group: str, sparsity: float) -> None:
+    logger.warning_once(
+        f"sparsity {sparsity} rounds to pruning {group} entirely: those units are left with no weight at all. "
+        "Lower the sparsity, or compare over larger groups (per_layer/global)."
+    )
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` highest of every ``m`` consecutive scores along the input dimension (vectorised)."""
+    if not 0 < n < m:
+        raise ValueError(f"N:M sparsity needs 0 < N < M, got N={n}, M={m}.")
+    if scores.dim() != 2 or scores.shape[1] % m:
+        raise ValueError(
+            f"N:M sparsity with M={m} needs an (out, in) matrix whose input size is a multiple of {m}, "
+            f"got shape {tuple(scores.shape)}. Exclude this layer with `ignore`, or use another M."
+        )
+    groups = _as_fp32(scores).reshape(-1, m)
+    if m <= 16:
+        # Rank of each entry in its group, by pairwise comparison (M^2 per group, no sort): several times
+        # faster than a sort along a tiny last dimension on CPU. Ties: the lower position ranks first.
+        a, b = groups.unsqueeze(-1), groups.unsqueeze(-2)  # a: entry i, b: entry j
+        earlier = torch.ones(m, m, dtype=torch.bool, device=groups.device).tril(-1)  # [i, j]: j < i
+        ranks = ((b < a) | ((b == a) & earlier)).sum(dim=-1)
+        return ((ranks < m - n) & _prunable(groups)).reshape(scores.shape)
+    # A stable sort of M values per group: position-ordered for ties.
+    order = torch.sort(groups, dim=-1, stable=True).indices[:, : m - n]
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(-1, order, True)
+    return (mask & _prunable(groups)).reshape(scores.shape)
+
+
+def sampled_threshold(
+    scores: Sequence[torch.Tensor], sparsity: float, sample_fraction: float = DEFAULT_SAMPLE_FRACTION, seed: int = 0
+) -> float:
+    """Estimate the global score threshold at ``sparsity`` from a uniform sample of the pooled scores.
+
+    One pass over the scores: from each tensor ``ceil(sample_fraction * numel)`` positions are drawn
+    (with replacement) by a generator seeded with ``seed`` on the scores' device (no round trip to the
+    CPU for accelerator tensors), so every process of a distributed run that holds the same scores on
+    the same kind of device draws the same positions and gets the same threshold. The threshold is the
+    sample's quantile at ``sparsity``.
+
+    Error: with ``m`` sampled values, the fraction of the pool below the threshold has a standard
+    deviation of ``sqrt(p (1 - p) / m)`` around ``p = sparsity`` (binomial sampling of the quantile):
+    about 0.05 percentage points at m = 1M and 0.16 at m = 100k for p = 0.5. Pruning with
+    ``score <= threshold`` therefore reaches ``sparsity`` within a few of those standard deviations.
+    """
+    sparsity = validate_sparsity(sparsity)
+    if not 0.0 < sample_fraction <= 1.0:
+        raise ValueError(f"`sample_fraction` must be in (0, 1], got {sample_fraction!r}.")
+    device = scores[0].device if len(scores) else torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    samples = []
+    for tensor in scores:
+        flat = tensor.detach().reshape(-1)
+        count = max(1, math.ceil(sample_fraction * flat.numel()))
+        idx = torch.randint(flat.numel(), (count,), generator=generator, device=device)
+        samples.append(_as_fp32(flat[idx.to(flat.device)]).to(device))
+    pooled = torch.cat(samples)
+    k = num_to_prune(pooled.numel(), sparsity)
+    if k == 0:
+        return -math.inf
+    return pooled.kthvalue(k).values.item()
+
+
+def _sampled_masks(scores, sparsity, sample_fraction, seed) -> list[torch.Tensor]:
+    if sparsity == 0.0:
+        # The threshold would be -inf and `<=` would still prune -inf scores: prune nothing, as the exact path.
+        return [torch.zeros_like(t, dtype=torch.bool) for t in scores]
+    threshold = sampled_threshold(scores, sparsity, sample_fraction, seed)
+    return [(s <= threshold) & _prunable(s) for s in map(_as_fp32, scores)]
+
+
+def _pooled_lowest_k(scores: Sequence[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
+    """Exact: ``round(sparsity * total)`` pruned over the pool, ties by position in pool order."""
+    total = sum(t.numel() for t in scores)
+    if len(scores) == 1:
+        return [lowest_k_mask(scores[0], sparsity)]
+    # One flat fp32 copy of the pool (4 bytes per score): the reason for EXACT_LIMIT.
+    flat = torch.cat([_as_fp32(t).reshape(-1).cpu() for t in scores]).reshape(1, -1)
+    mask = _lowest_k_mask_last_dim(flat, num_to_prune(total, sparsity)).reshape(-1)
+    out, start = [], 0
+    for t in scores:
+        out.append(mask[start : start + t.numel()].reshape(t.shape).to(t.device))
+        start += t.numel()
+    return out
+
+
+def select_masks(
+    scores: Sequence[torch.Tensor],
+    sparsity: float | Sequence[float],
+    comparison_group: str = "per_layer",
+    pattern: str | None = None,
+    *,
+    exact_limit: int = EXACT_LIMIT,
+    sample_fraction: float | None = None,
+    seed: int = 0,
+) -> list[torch.Tensor]:
+    """Masks (True = pruned) for a list of (out, in) score matrices: the one place thresholds are chosen.
+
+    * ``pattern="N:M"``: the lowest ``M - N`` of every ``M`` consecutive scores of each row (``sparsity`` ignored).
+    * ``per_row``: exactly ``round(sparsity * in_features)`` per output row.
+    * ``per_layer``: exactly ``round(sparsity * numel)`` per matrix.
+    * ``global``: one threshold over the whole pool.
+
+    ``sparsity`` may be one value or one per matrix (``per_row``/``per_layer``). A pool (one matrix for
+    ``per_layer``, all of them for ``global``) is decided exactly while it holds at most ``exact_limit`` scores and
+    no ``sample_fraction`` is asked for; otherwise the threshold is estimated by :func:`sampled_threshold` from a
+    seeded sample (``sample_fraction``, default 2%), the same on every process, with its documented error.
+    """
+    scores = list(scores)
+    nm = parse_nm_pattern(pattern)
+    if nm is not None:
+        return [nm_mask(s, *nm) for s in scores]
+    if comparison_group not in COMPARISON_GROUPS:
+        raise ValueError(f"`comparison_group` must be one of {list(COMPARISON_GROUPS)}, got {comparison_group!r}.")
+    fraction = DEFAULT_SAMPLE_FRACTION if sample_fraction is None else sample_fraction
+    if comparison_group == "global":
+        if isinstance(sparsity, (list, tuple)):
+            raise ValueError("`comparison_group`='global' takes one sparsity for the whole pool, not a list.")
+        sparsity = validate_sparsity(sparsity)
+        if not scores:
+            return []
+        if sample_fraction is None and sum(t.numel() for t in scores) <= exact_limit:
+            return _pooled_lowest_k(scores, sparsity)
+        return _sampled_masks(scores, sparsity, fraction, seed)
+    sparsities = list(sparsity) if isinstance(sparsity, (list, tuple)) else [sparsity] * len(scores)
+    if len(sparsities) != len(scores):
+        raise ValueError(f"`sparsity` lists {len(sparsities)} values for {len(scores)} score matrices.")
+    masks = []
+    for index, (score, value) in enumerate(zip(scores, sparsities, strict=True)):
+        value = validate_sparsity(value)
+        if comparison_group == "per_row":
+            masks.append(per_row_mask(score, value))
+        elif sample_fraction is None and score.numel() <= exact_limit:
+            masks.append(lowest_k_mask(score, value))
+        else:
+            masks.append(_sampled_masks([score], value, fraction, seed + 7919 * index)[0])
+    return masks
+
+
+@torch.no_grad()
+def apply_mask_(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero ``weight`` where ``mask`` is True, in place, on the weight's device and dtype."""
+    if mask.shape != weight.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}.")
+    weight.masked_fill_(mask.to(device=weight.device, dtype=torch.bool), 0)
+    return weight
+
+
+def nm_violations(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Per-group count of non-zeros beyond ``n`` for an (out, in) matrix; zeros mean the group complies."""
+    if weight.dim() != 2 or weight.shape[1] % m:
+        raise ValueError(
+            f"N:M check with M={m} needs an (out, in) matrix with in % {m} == 0, got {tuple(weight.shape)}."
+        )
+    nonzeros = (weight.detach().reshape(-1, m) != 0).sum(dim=-1)
+    return (nonzeros - n).clamp(min=0).reshape(weight.shape[0], -1)

@@ -1,0 +1,8 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Evaluation data and perplexity, in memory or through the `evaluate` metric shipped with the package."""
+
+from .metric import PERPLEXITY_METRIC_PATH
+from .perplexity import PerplexityResult, compute_perplexity
+
+
+__all__ = ["PERPLEXITY_METRIC_PATH", "PerplexityResult", "compute_perplexity"]

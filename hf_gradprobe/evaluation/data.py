@@ -1,0 +1,177 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Text to token windows: seeded calibration windows and non-overlapping evaluation windows."""
+
+from __future__ import annotations
+
+import codecs
+import os
+from collections.abc import Sequence
+
+import torch
+
+
+# Any other local file is read as plain text (e.g. WikiText's `wiki.test.raw`).
+STRUCTURED_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _check_text_file(path: str, argument: str) -> None:
+    """Refuse a binary or non-UTF-8 file before ``datasets`` reads it (it would fail obscurely, or read junk)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        if b"\x00" in head:
+            raise ValueError(f"`{argument}`={path!r} is a binary file, not text: pass a UTF-8 text/JSON(L) file.")
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset, chunk = 0, head
+        while chunk:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"`{argument}`={path!r} is not UTF-8 text (byte {offset + err.start}): convert it to UTF-8, e.g. "
+                    "`iconv -f latin1 -t utf-8`."
+                ) from None
+            offset += len(chunk)
+            chunk = f.read(1 << 22)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ValueError(f"`{argument}`={path!r} is not UTF-8 text (it ends inside a character).") from None
+
+
+def _check_dataset_name(path: str, argument: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        shown = path if len(path) <= 60 else path[:57] + "..."
+        raise ValueError(
+            f"`{argument}`={shown!r} is neither an existing file nor a datasets name. To use text held in memory, "
+            "pass a list of strings (e.g. `[text]`); otherwise check the file path."
+        ) from None
+
+
+def load_text(
+    source: str | os.PathLike | Sequence[str],
+    split: str = "test",
+    text_column: str = "text",
+    config_name: str | None = None,
+    argument: str = "data",
+) -> str:
+    """One string holding a corpus.
+
+    ``source`` is a list of texts (joined with blank lines), a local ``.txt`` file (its exact content),
+    a local ``.json``/``.jsonl``/``.parquet`` file, or a ``datasets`` Hub name, optionally with its
+    configuration after a slash-free colon or as ``name/config`` pairs such as
+    ``"wikitext/wikitext-2-raw-v1"``. Rows of a dataset are joined with ``"\\n\\n"`` as SparseGPT and
+    Wanda do for WikiText-2.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        texts = list(source)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"`{argument}` given as a sequence must hold strings.")
+        return "\n\n".join(texts)
+    import datasets
+
+    path = os.fspath(source)
+    ext = os.path.splitext(path)[1].lower()
+    if len(path) < 4096 and os.path.isfile(path):
+        if os.path.getsize(path) == 0:
+            return ""  # datasets fails obscurely on an empty file; the caller reports too-short data
+        kind = STRUCTURED_FORMATS.get(ext, "text")
+        if kind != "parquet":
+            _check_text_file(path, argument)
+        kwargs = {"keep_linebreaks": True} if kind == "text" else {}
+        dataset = datasets.load_dataset(kind, data_files=path, split="train", **kwargs)
+        joiner = "" if kind == "text" else "\n\n"  # text rows keep their newlines: the file, byte for byte
+    else:
+        if ext in (*STRUCTURED_FORMATS, ".txt", ".raw") or path.startswith((".", os.path.sep, "~")):
+            raise FileNotFoundError(f"`{argument}`={path!r}: no such file (and not a datasets name).")
+        _check_dataset_name(path, argument)
+        name, config = path, config_name
+        if config is None and path.count("/") == 1 and path.split("/")[0] in ("wikitext",):
+            name, config = path.split("/")
+        dataset = datasets.load_dataset(name, config, split=split)
+        joiner = "\n\n"
+    if text_column not in dataset.column_names:
+        raise ValueError(
+            f"`{argument}`={path!r}: `text_column`={text_column!r} not in the dataset columns {dataset.column_names}."
+        )
+    texts = dataset[text_column]
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(
+                f"`{argument}`={path!r}: row {row} of column {text_column!r} is {type(text).__name__} "
+                f"({str(text)[:40]!r}), not a string. Every row's {text_column!r} must be text."
+            )
+    return joiner.join(texts)
+
+
+def tokenize_corpus(tokenizer, data, **load_kwargs) -> torch.Tensor:
+    """1-D LongTensor of token ids for ``data`` (a tensor of ids is passed through); ``load_kwargs`` go to
+    :func:`load_text` (``argument`` names the argument in error messages)."""
+    if isinstance(data, torch.Tensor):
+        return data.reshape(-1).long()
+    if tokenizer is None:
+        raise ValueError("A tokenizer is needed to turn text into tokens: pass `tokenizer=`.")
+    text = load_text(data, **load_kwargs)
+    # No special tokens: the corpus is one stream cut into windows, as in the SparseGPT/Wanda protocol.
+    ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _check_length(num_tokens: int, seq_len: int, argument: str = "seq_len") -> None:
+    if seq_len < 2:
+        raise ValueError(f"`{argument}` must be at least 2 tokens, got {seq_len}.")
+    if num_tokens < seq_len:
+        raise ValueError(
+            f"The data holds {num_tokens} tokens, fewer than one window of `{argument}`={seq_len}. "
+            f"Use more text or a smaller `{argument}`."
+        )
+
+
+def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """``num_windows`` random windows of ``seq_len`` tokens, drawn with a generator seeded by ``seed``."""
+    ids = ids.reshape(-1)
+    _check_length(ids.numel(), seq_len)
+    if num_windows < 1:
+        raise ValueError(f"`num_windows` (calibration samples) must be at least 1, got {num_windows}.")
+    generator = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, ids.numel() - seq_len + 1, (num_windows,), generator=generator)
+    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
+
+
+def evaluation_windows(
+    ids: torch.Tensor, seq_len: int, stride: int | None = None, max_windows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows for perplexity and, for each, the labels to score (``-100`` where not scored).
+
+    Without ``stride``: consecutive non-overlapping windows, every predicted token scored (the
+    SparseGPT/Wanda protocol; a trailing partial window is dropped). With ``stride < seq_len``: a
+    window starts every ``stride`` tokens and only the tokens not scored by an earlier window count,
+    so each token is scored once with more left context.
+    """
+    ids = ids.reshape(-1)
+    _check_length(ids.numel(), seq_len)
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"`max_windows` must be at least 1 (or None for all), got {max_windows}.")
+    if stride is None or stride >= seq_len:
+        count = ids.numel() // seq_len
+        if max_windows is not None:
+            count = min(count, max_windows)
+        windows = ids[: count * seq_len].reshape(count, seq_len)
+        return windows, windows.clone()
+    if stride < 1:
+        raise ValueError(f"`stride` must be a positive number of tokens, got {stride}.")
+    windows, labels, scored_until = [], [], 0
+    for start in range(0, ids.numel() - seq_len + 1, stride):
+        window = ids[start : start + seq_len]
+        label = window.clone()
+        already = max(0, scored_until - start)
+        label[: max(already, 1)] = -100  # the first token of a window is never predicted
+        windows.append(window)
+        labels.append(label)
+        scored_until = start + seq_len
+        if max_windows is not None and len(windows) >= max_windows:
+            break
+    return torch.stack(windows), torch.stack(labels)

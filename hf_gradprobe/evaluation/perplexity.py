@@ -1,0 +1,89 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Token-weighted perplexity of an in-memory causal LM."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..core.runtime import model_input_device
+from .data import evaluation_windows, tokenize_corpus
+
+
+@dataclass
+class PerplexityResult:
+    perplexity: float
+    nll: float  # mean negative log-likelihood per scored token (nats)
+    tokens: int  # scored tokens
+    windows: int
+    seq_len: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL (fp32) and the number of scored tokens; ``-100`` labels are skipped."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return nll, int((shift_labels != -100).sum())
+
+
+@torch.no_grad()
+def compute_perplexity(
+    model,
+    tokenizer=None,
+    data: str | os.PathLike | list[str] | torch.Tensor = None,
+    seq_len: int = 1024,
+    max_windows: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+    **load_kwargs,
+) -> PerplexityResult:
+    """Corpus perplexity ``exp(sum NLL / scored tokens)`` over evaluation windows of ``data``.
+
+    ``data`` is a local text/json/parquet file, a ``datasets`` name, a list of texts or a tensor of
+    token ids. Windows are consecutive and non-overlapping by default (SparseGPT/Wanda protocol;
+    ``stride`` gives the sliding variant). The model stays where it is (any device, any dtype;
+    logits are upcast to fp32 for the loss) and its train/eval mode is restored afterwards.
+    """
+    if data is None:
+        raise ValueError("`data` is required: a file path, a datasets name, a list of texts or token ids.")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+    ids = tokenize_corpus(tokenizer, data, **load_kwargs)
+    windows, labels = evaluation_windows(ids, seq_len, stride=stride, max_windows=max_windows)
+    device = model_input_device(model)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for i in tqdm(range(0, len(windows), batch_size), desc="Perplexity", disable=not progress, unit="batch"):
+            batch = windows[i : i + batch_size].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits
+            nll, count = token_nll_sum(logits, labels[i : i + batch_size])
+            total_nll += nll.item()
+            total_tokens += count
+    finally:
+        model.train(was_training)
+    mean_nll = total_nll / max(total_tokens, 1)
+    return PerplexityResult(
+        perplexity=math.exp(mean_nll),
+        nll=mean_nll,
+        tokens=total_tokens,
+        windows=len(windows),
+        seq_len=seq_len,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,162 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""The block pipeline: run a model's repeated blocks one at a time on cached hidden states.
+
+Layerwise pruning decides block ``k`` on the hidden states that the already pruned blocks ``< k`` produce.
+Blocks before ``k`` are swapped for pass-throughs and a pre-hook on block ``k`` replaces its input with the
+cached states, so the model's own forward still builds attention masks and position embeddings: no
+architecture-specific code. One buffer of hidden states (``windows x seq_len x hidden``, model dtype) is
+updated in place as the pass moves down the blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..core.layers import find_repeated_blocks
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass once the part of interest has run."""
+
+
+class Passthrough(nn.Module):
+    """Stands in for an already-processed block: its input hidden states are replaced anyway."""
+
+    def __init__(self, returns_tuple: bool):
+        super().__init__()
+        self.returns_tuple = returns_tuple
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return (hidden_states,) if self.returns_tuple else hidden_states
+
+
+def forward_without_loss(model: nn.Module, input_ids: torch.Tensor) -> None:
+    """A forward pass for its hooks only; a hook may end it early with :class:`StopForward`."""
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    except StopForward:
+        pass
+
+
+@contextlib.contextmanager
+def stop_after(module: nn.Module):
+    """End every forward pass right after ``module`` ran (e.g. the last block: the LM head is never computed)."""
+
+    def stop(module, args, output):
+        raise StopForward
+
+    handle = module.register_forward_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class BlockPipeline:
+    """Runs ``model`` from block ``k`` on, with block ``k``'s input taken from a cache of hidden states.
+
+    Args:
+        model: the model; its ``input_ids`` windows are still fed so masks and positions are built as usual.
+        windows: the calibration token windows (the cache holds one hidden state per window).
+        batch_size: windows per forward when running a block over the whole cache.
+        device: where ``input_ids`` go (the embedding's device).
+    """
+
+    def __init__(self, model: nn.Module, windows: torch.Tensor, batch_size: int, device: torch.device):
+        self.model = model
+        self.windows = windows
+        self.batch_size = batch_size
+        self.device = device
+        _, self.blocks = find_repeated_blocks(model)
+        self.returns_tuple = self._block_returns_tuple()
+        self._inputs: torch.Tensor | None = None
+        self._output: torch.Tensor | None = None
+
+    def _window_batch(self, start: int, stop: int) -> torch.Tensor:
+        return self.windows[start:stop].to(self.device)
+
+    def _block_returns_tuple(self) -> bool:
+        seen = {}
+
+        def hook(module, args, output):
+            seen["tuple"] = isinstance(output, tuple)
+            raise StopForward
+
+        handle = self.blocks[0].register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                forward_without_loss(self.model, self._window_batch(0, 1))
+        finally:
+            handle.remove()
+        return seen.get("tuple", False)
+
+    def first_inputs(self) -> torch.Tensor:
+        """The hidden states entering block 0 for every calibration window (the cache's first content)."""
+        captured = []
+
+        def hook(module, args, kwargs):
+            states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            captured.append(states.detach())
+            raise StopForward
+
+        handle = self.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for start in range(0, len(self.windows), self.batch_size):
+                    forward_without_loss(self.model, self._window_batch(start, start + self.batch_size))
+        finally:
+            handle.remove()
+        return torch.cat(captured)
+
+    @contextlib.contextmanager
+    def from_block(self, index: int, stop_after_block: bool = False) -> Iterator[BlockPipeline]:
+        """Within the context, forwards start at block ``index`` with the input set by :meth:`set_inputs`."""
+        originals = [self.blocks[i] for i in range(index)]
+        handles = []
+
+        def inject(module, args, kwargs):
+            if "hidden_states" in kwargs:
+                kwargs["hidden_states"] = self._inputs
+            else:
+                args = (self._inputs, *args[1:])
+            return args, kwargs
+
+        def capture(module, args, output):
+            self._output = (output[0] if isinstance(output, tuple) else output).detach()
+            if stop_after_block:
+                raise StopForward
+
+        try:
+            for i in range(index):
+                self.blocks[i] = Passthrough(self.returns_tuple)
+            handles.append(self.blocks[index].register_forward_pre_hook(inject, with_kwargs=True))
+            handles.append(self.blocks[index].register_forward_hook(capture))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            for i, block in enumerate(originals):
+                self.blocks[i] = block
+            self._inputs = self._output = None
+
+    def run_block(self, index: int, hidden: torch.Tensor, hooks=None, update: bool = False) -> torch.Tensor:
+        """Run block ``index`` on every cached input, under ``hooks`` (a context manager, e.g. statistics
+        collectors); with ``update`` its outputs replace the cache in place (the next block's inputs)."""
+        with torch.no_grad(), self.from_block(index, stop_after_block=True), hooks or contextlib.nullcontext():
+            for start in range(0, len(hidden), self.batch_size):
+                self._inputs = hidden[start : start + self.batch_size]
+                forward_without_loss(self.model, self._window_batch(start, start + self.batch_size))
+                if update:
+                    hidden[start : start + self.batch_size] = self._output
+        return hidden
+
+    def window_batches(self, hidden: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Inside :meth:`from_block`: one window at a time, its cached input injected, for a forward+backward
+        of the rest of the model (the probe)."""
+        for start in range(len(hidden)):
+            self._inputs = hidden[start : start + 1]
+            yield self._window_batch(start, start + 1)

@@ -1,0 +1,103 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Keep secrets out of cards, logs and errors: redact them, and format a command line with its secrets hidden.
+
+A name is secret when one of its words (split at ``_``, ``-``, ``.`` and case changes) is ``token``, ``key``,
+``secret``, ``password`` (or ``passwd``, ``apikey``, ``credentials``): ``--token``, ``--hub_token``, ``HF_TOKEN``,
+``api_key``, ``aws_secret_access_key``, ``db_password``. The special-token names of tokenizers (``pad_token``...)
+are not. The value of a secret name is replaced by ``***`` in ``--name value``, ``--name=value``,
+``NAME=value`` and ``"name": value``, in mappings (recursively, :func:`redact_secrets`), and every string shaped
+like a Hugging Face token (``hf_...``) is replaced wherever it appears.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+
+
+REDACTED = "***"
+_SECRET_WORDS = frozenset({"token", "key", "secret", "secrets", "password", "passwd", "apikey", "credentials"})
+_NOT_SECRET = frozenset(f"{kind}_token" for kind in ("bos", "eos", "pad", "unk", "sep", "cls", "mask"))
+_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_VALUE = r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;)}\]"']+)"""
+# name=value, name: value, "name": "value", --name=value
+_ASSIGN_RE = re.compile(r"""(?P<name>(?<![\w-])-{0,2}[A-Za-z][\w.-]*)(?P<sep>["']?\s*(?:=|:)\s*)""" + _VALUE)
+# --name value
+_OPTION_RE = re.compile(r"""(?P<name>(?<![\w-])--?[A-Za-z][\w.-]*)(?P<sep>\s+)(?!-)""" + _VALUE)
+
+
+def is_secret_name(name) -> bool:
+    """Whether the value of an argument, a variable or a key called ``name`` must be hidden."""
+    if not isinstance(name, str):
+        return False
+    name = name.lstrip("-")
+    if name.lower().replace("-", "_") in _NOT_SECRET:
+        return False
+    return any(word.lower() in _SECRET_WORDS for word in _WORD_RE.findall(name))
+
+
+def _hide_value(match: re.Match) -> str:
+    if not is_secret_name(match["name"]):
+        return match[0]
+    value = match["value"]
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{match['name']}{match['sep']}{quote}{REDACTED}{quote}"
+
+
+def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
+    """``text`` with the given secrets, the values of secret names and Hugging Face tokens replaced by ``***``."""
+    text = str(text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    text = _ASSIGN_RE.sub(_hide_value, text)
+    text = _OPTION_RE.sub(_hide_value, text)
+    return _TOKEN_RE.sub(REDACTED, text)
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every string shaped like a Hugging Face token replaced by ``***`` (nothing else touched)."""
+    return _TOKEN_RE.sub(REDACTED, text)
+
+
+def redact_secrets(obj):
+    """A copy of ``obj`` (dicts, lists, strings) with the values of secret keys and every token hidden."""
+    if isinstance(obj, Mapping):
+        return {
+            key: (REDACTED if is_secret_name(key) and value not in (None, True, False) else redact_secrets(value))
+            for key, value in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redact_secrets(value) for value in obj]
+    if isinstance(obj, str):
+        return redact(obj)
+    return obj
+
+
+def format_command(argv: Sequence[str] | None = None, prefix: str | None = None) -> str:
+    """A shell-quoted command line (default: this process's), with secret values redacted.
+
+    ``prefix`` replaces ``argv[0]`` (e.g. ``"hf-gradprobe"`` or ``"python examples/prune_and_push.py"``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    head = [prefix] if prefix is not None else ([shlex.quote(argv[0])] if argv else [])
+    out, hide_next = [], False
+    for arg in argv[1:]:
+        if hide_next:
+            hide_next = False
+            if not arg.startswith("--"):
+                out.append(REDACTED)
+                continue
+        name, eq, _ = arg.partition("=")
+        if is_secret_name(name) and (name.startswith("-") or eq):
+            if eq:
+                out.append(f"{shlex.quote(name)}={REDACTED}")
+            else:
+                out.append(shlex.quote(arg))
+                hide_next = True
+            continue
+        out.append(shlex.quote(redact(arg)))
+    return redact(" ".join(head + out))

@@ -1,0 +1,99 @@
+# Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
+"""Reconstruction as a stage of prune_pretrained: exact zeros, lower output error, dtypes, Conv1D, hooks, failure."""
+
+import pytest
+import torch
+from testing_utils import make_tiny_gpt2, make_tiny_llama, tiny_gradprobe_config, token_windows
+
+from hf_gradprobe import prune_pretrained
+from hf_gradprobe.core.layers import find_prunable_layers
+from hf_gradprobe.core.masking import nm_violations
+from hf_gradprobe.oneshot import pruner as pruner_module
+
+
+_windows = token_windows
+
+
+def _config(**overrides):
+    return tiny_gradprobe_config(**{"reconstruction": "admm", **overrides})
+
+
+def _zero_counts(model):
+    return [(layer.out_in(layer.weight) == 0).sum(dim=1) for layer in find_prunable_layers(model)]
+
+
+@pytest.mark.parametrize("reconstruction", ["admm", "sparsegpt"])
+@pytest.mark.parametrize("order", ["sequential", "parallel"])
+@pytest.mark.parametrize("probe", [False, True])
+def test_kept_weights_change_zeros_stay_exact_and_output_error_drops(reconstruction, order, probe):
+    model = make_tiny_llama()
+    before = {layer.name: layer.weight.detach().clone() for layer in find_prunable_layers(model)}
+    config = _config(reconstruction=reconstruction, reconstruction_order=order, probe=probe)
+    report = prune_pretrained(model, config, calibration=_windows(), return_report=True, progress=False)[1]
+    for zeros, layer in zip(_zero_counts(model), find_prunable_layers(model), strict=True):
+        assert (zeros == layer.out_in(layer.weight).shape[1] // 2).all(), "exactly half of every row is zero"
+    changed = sum(int((layer.weight != before[layer.name]).sum()) for layer in find_prunable_layers(model))
+    assert changed > report.layers[0]["numel"], "the kept weights were updated, not only zeroed"
+    for entry in report.layers:
+        assert entry["output_error"] < entry["output_error_pruned"], entry["name"]
+    assert report.method.endswith(reconstruction)
+
+
+def test_nm_pattern_compliance_survives_reconstruction():
+    model = make_tiny_llama()
+    prune_pretrained(model, _config(pattern="2:4"), calibration=_windows(), progress=False)
+    for layer in find_prunable_layers(model):
+        assert not nm_violations(layer.out_in(layer.weight), 2, 4).any()
+        assert (layer.out_in(layer.weight) == 0).sum() == layer.weight.numel() // 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_keep_their_dtype(dtype):
+    model = make_tiny_llama().to(dtype)
+    report = prune_pretrained(model, _config(), calibration=_windows(), return_report=True, progress=False)[1]
+    for layer in find_prunable_layers(model):
+        assert layer.weight.dtype == dtype and torch.isfinite(layer.weight).all()
+    assert abs(report.sparsity - 0.5) < 1e-6
+    assert all(entry["output_error"] < entry["output_error_pruned"] for entry in report.layers)
+
+
+def test_conv1d_orientation():
+    model = make_tiny_gpt2()
+    report = prune_pretrained(model, _config(), calibration=_windows(), return_report=True, progress=False)[1]
+    for zeros, layer in zip(_zero_counts(model), find_prunable_layers(model), strict=True):
+        assert layer.transposed and (zeros == layer.out_in(layer.weight).shape[1] // 2).all()
+    assert all(entry["output_error"] < entry["output_error_pruned"] for entry in report.layers)
+
+
+def test_accelerate_hooks_on_cpu():
+    from accelerate import dispatch_model
+
+    model = make_tiny_llama()
+    names = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "model.rotary_emb", "lm_head"]
+    model = dispatch_model(model, device_map=dict.fromkeys(names, "cpu"), force_hooks=True)
+    report = prune_pretrained(model, _config(), calibration=_windows(), return_report=True, progress=False)[1]
+    assert abs(report.sparsity - 0.5) < 1e-6
+    assert hasattr(model.model.layers[0], "_hf_hook")
+
+
+def test_failure_midway_leaves_blocks_done_or_untouched(monkeypatch):
+    model = make_tiny_llama()
+    before = {layer.name: layer.weight.detach().clone() for layer in find_prunable_layers(model)}
+    original = pruner_module.OneShotPruner._reconstruct
+
+    def flaky(self, layer, hessian, dense):
+        if layer.block_index == 1 and "o_proj" in layer.name:  # block 1, after its q/k/v were reconstructed
+            raise RuntimeError("simulated failure")
+        return original(self, layer, hessian, dense)
+
+    monkeypatch.setattr(pruner_module.OneShotPruner, "_reconstruct", flaky)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        prune_pretrained(model, _config(probe=False), calibration=_windows(), progress=False)
+    for layer in find_prunable_layers(model):
+        unchanged = torch.equal(layer.weight, before[layer.name])
+        assert unchanged == (layer.block_index == 1), layer.name
+
+
+def test_global_group_is_refused_block_by_block():
+    with pytest.raises(ValueError, match="global"):
+        _config(comparison_group="global")
