@@ -44,16 +44,31 @@ EVAL_TEXTS = tuple(protocol.TEST_TEXTS)
 
 
 def build_specs(args) -> list[dict]:
-    """Dense once (if asked), then for each pattern every other row, in the order given."""
+    """Dense once (if asked), then for each pattern every other row, in the order given.
+
+    ``--named-rows`` defines extra row names as a known row plus overrides, e.g.
+    ``{"gradprobe-wanda-admm-kl": {"row": "gradprobe-wanda-admm", "probe_loss": "kl"}}``; ``--rows-per-pattern``
+    narrows the rows of a pattern, e.g. ``{"unstructured@0.6": ["wanda-admm", "llmcompressor-sparsegpt"]}``.
+    """
     extra = json.loads(args.extra_config)
+    named = json.loads(args.named_rows)
+    per_pattern = json.loads(args.rows_per_pattern)
     rows = args.rows.split(",")
     specs = []
     if "dense" in rows:
         specs.append(protocol.spec_for("dense", "dense", 0.0, EVAL_TEXTS, args, "benchmark"))
     for pattern_spec in args.patterns.split(","):
         pattern, target = protocol.parse_pattern(pattern_spec)
-        for row in rows:
-            if row != "dense":
+        for row in per_pattern.get(pattern_spec, rows):
+            if row == "dense":
+                continue
+            if row in named:
+                overrides = dict(named[row])
+                spec = protocol.spec_for(
+                    overrides.pop("row"), pattern, target, EVAL_TEXTS, args, "benchmark", {**extra, **overrides}
+                )
+                specs.append({**spec, "name": row})
+            else:
                 specs.append(protocol.spec_for(row, pattern, target, EVAL_TEXTS, args, "benchmark", extra))
     return specs
 
@@ -78,9 +93,15 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated row names")
     parser.add_argument("--extra-config", default="{}", help="JSON GradProbeConfig overrides for every row of ours")
+    parser.add_argument("--named-rows", default="{}", help='JSON {"name": {"row": KNOWN_ROW, overrides...}}')
+    parser.add_argument("--rows-per-pattern", default="{}", help='JSON {"PATTERN[@SPARSITY]": [rows]}')
 
     def describe(args):
-        return {"eval": list(EVAL_TEXTS), "extra_config": json.loads(args.extra_config)}
+        return {
+            "eval": list(EVAL_TEXTS),
+            "extra_config": json.loads(args.extra_config),
+            "named_rows": json.loads(args.named_rows),
+        }
 
     return protocol.main(parser, argv, __file__, build_specs, to_markdown, describe)
 

@@ -370,13 +370,22 @@ def machine() -> str:
     )
 
 
-def run_rows(specs: list[dict], script: str, result: dict, save) -> dict:
-    """Run every spec in its own process, in order; ``save(result)`` after each row (partial results survive)."""
+def run_rows(specs: list[dict], script: str, result: dict, save, jobs: int = 1) -> dict:
+    """Run every spec in its own process, ``jobs`` at a time (each with ``cpu_count // jobs`` threads, so rows never
+    oversubscribe the cores); ``save(result)`` after each row, rows kept in spec order (partial results survive)."""
+    import concurrent.futures
+    import threading
+
     result.setdefault("rows", [])
     result.setdefault("failed", [])
     start = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for number, spec in enumerate(specs, 1):
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": threads}
+    result["rows_at_a_time"], result["threads_per_row"] = jobs, int(threads)
+    done_rows: dict[int, dict] = {}
+    lock = threading.Lock()
+
+    def run(number: int, spec: dict) -> None:
         label = f"row {number}/{len(specs)}: {spec['name']} {spec['pattern']}@{spec['target']:g}"
         print(f"== {label}", file=sys.stderr, flush=True)
         row, t_row = None, time.perf_counter()
@@ -390,16 +399,22 @@ def run_rows(specs: list[dict], script: str, result: dict, save) -> dict:
                     row = json.loads(Path(out).read_text())
             failure = f"exit status {done.returncode}"
         wall = time.perf_counter() - t_row
-        if row is None:
-            result["failed"].append(f"{spec['name']} {spec['pattern']}@{spec['target']:g} ({failure})")
-            print(f"== {label} FAILED ({failure})", file=sys.stderr, flush=True)
-        else:
-            row.update(wall_seconds=wall, spec=spec)
-            result["rows"].append(row)
-            ppl = ", ".join(f"{k} {v:.2f}" for k, v in row["perplexity"].items())
-            print(f"== {label} done in {wall:.0f} s (prune {row['prune_seconds']:.1f} s): {ppl}", file=sys.stderr)
-        result["total_seconds"] = time.perf_counter() - start
-        save(result)
+        with lock:
+            if row is None:
+                result["failed"].append(f"{spec['name']} {spec['pattern']}@{spec['target']:g} ({failure})")
+                print(f"== {label} FAILED ({failure})", file=sys.stderr, flush=True)
+            else:
+                row.update(wall_seconds=wall, spec=spec)
+                done_rows[number] = row
+                ppl = ", ".join(f"{k} {v:.2f}" for k, v in row["perplexity"].items())
+                print(f"== {label} done in {wall:.0f} s (prune {row['prune_seconds']:.1f} s): {ppl}", file=sys.stderr)
+            result["rows"] = [done_rows[k] for k in sorted(done_rows)]
+            result["total_seconds"] = time.perf_counter() - start
+            save(result)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(run, number, spec) for number, spec in enumerate(specs, 1)]:
+            future.result()
     return result
 
 
@@ -442,7 +457,7 @@ def main(parser, argv, script: str, build_specs, to_markdown, describe) -> int:
         Path(args.out_dir, f"{args.name}.json").write_text(json.dumps(result, indent=1, default=str))
         Path(args.out_dir, f"{args.name}.md").write_text(to_markdown(result))
 
-    run_rows(specs, script, result, save)
+    run_rows(specs, script, result, save, jobs=args.jobs)
     print(to_markdown(result))
     return 0
 
@@ -487,6 +502,9 @@ def argument_parser(doc: str, name: str, eval_windows: int, patterns: str):
     )
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     parser.add_argument("--progress", action="store_true", help="the pruner's progress bars (stderr)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="rows run at a time, the cores shared between them (default: 1)"
+    )
     return parser
 
 
@@ -501,7 +519,10 @@ def header(result: dict, what: str) -> list[str]:
         "",
         f"Command: `{result['command']}`",
         "",
-        f"Machine: {result['machine']}. Total {result.get('total_seconds', 0) / 60:.1f} min.",
+        (
+            f"Machine: {result['machine']}; {result.get('rows_at_a_time', 1)} row(s) at a time, "
+            f"{result.get('threads_per_row', '?')} thread(s) each. Total {result.get('total_seconds', 0) / 60:.1f} min."
+        ),
         "",
     ]
 

@@ -9,7 +9,8 @@
     python examples/prune_and_push.py USER/SmolLM2-135M-Instruct-pruned-50 --dry-run --output ./smollm2-pruned
 
 The folder holds safetensors weights that stock Transformers loads, the tokenizer, README.md (the model
-card), sparsity_per_layer.png and pruning_config.json. Perplexity is measured before and after pruning on
+card), pruning_config.json and sparsity_per_layer.png (a per-layer plot, written only when something differs
+between layers). Perplexity is measured before and after pruning on
 WikiText-2 test windows and goes into the card's model-index.
 """
 

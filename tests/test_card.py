@@ -79,15 +79,11 @@ def test_card_metadata_and_sections():
     assert "(strategy `wanda`, gradient probe)" in text and "| structure | 2:4 semi-structured" in text
     assert "The file is not smaller" in text and "not faster" in text
     assert "2:4 pattern is the exception" in text and "to_sparse_semi_structured" in text
-    assert "`.../wikitext-2/valid.txt`" in text and "/home/me" not in text.split("```json")[0]
+    assert "`.../wikitext-2/valid.txt`" in text and "/home/me" not in text  # settings block shortened too
+    assert '"source": ".../wikitext-2/valid.txt"' in text
     assert "hf-gradprobe inspect me/smol-2of4 --pattern 2:4" in text
     # No command recorded: code rebuilt from the recorded settings, and the card says so.
-    assert (
-        "prune_pretrained(\n    'HuggingFaceTB/SmolLM2-135M-Instruct',\n    calibration='.../wikitext-2/valid.txt',\n"
-        "    target_sparsity=0.5,\n    strategy='wanda',\n    probe=True,\n    pattern='2:4',\n"
-        "    comparison_group='per_row',\n    calibration_seed=0,\n)" in text
-    )
-    assert "No command was recorded" in text
+    assert "calibration='.../wikitext-2/valid.txt'," in text and "No command was recorded" in text
 
 
 def test_unstructured_card_has_no_nm_claim_and_no_model_index_without_perplexity():
@@ -194,9 +190,91 @@ def test_describe_dataset():
 
 
 def test_plot_is_a_png_for_block_and_flat_layer_names(tmp_path):
-    for name, layers in [("blocks", LAYERS), ("flat", [{"name": "fc1", "numel": 10, "zeros": 3}, {"name": "fc2"}])]:
+    flat = [{"name": "fc1", "numel": 10, "zeros": 3}, {"name": "fc2", "numel": 10, "zeros": 6}, {"name": "fc3"}]
+    for name, layers in [("blocks", LAYERS), ("flat", flat)]:
         path = plot_layer_sparsity(layers, tmp_path / f"{name}.png", target=0.5)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def _uniform_layers(stats):
+    """Per-row pruning: every layer exactly 50% sparse, with the per-layer figures the one-shot report records."""
+    return [
+        {"name": f"model.layers.{b}.{kind}", "numel": 128, "zeros": 64, "sparsity": 0.5, **stats(b, i)}
+        for b in range(3)
+        for i, kind in enumerate(("self_attn.q_proj", "mlp.down_proj"))
+    ]
+
+
+def test_plot_of_a_uniform_sparsity_model_shows_what_differs_between_layers(tmp_path):
+    from hf_gradprobe.sharing.plot import PLOT_KINDS, plot_kind
+
+    probe = _uniform_layers(lambda b, i: {"candidates": 80, "restored": 16 - 4 * b + i})
+    reconstruction = _uniform_layers(
+        lambda b, i: {
+            "candidates": 80,
+            "restored": 16,
+            "output_error_pruned": 0.3 + 0.1 * b,
+            "output_error": 0.1 + b / 20,
+        }
+    )
+    plain = _uniform_layers(lambda b, i: {"candidates": 64, "restored": 0})  # no probe: nothing restored
+    assert (
+        plot_kind(probe) == "restored"
+        and plot_kind(reconstruction) == "output_error"
+        and plot_kind(LAYERS) == "sparsity"
+    )
+    assert plot_kind(plain) is None
+    images = {}
+    for name, layers in [("probe", probe), ("reconstruction", reconstruction), ("sparsity", LAYERS)]:
+        path = plot_layer_sparsity(layers, tmp_path / f"{name}.png", target=0.5)
+        images[name] = path.read_bytes()
+        assert images[name][:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(set(images.values())) == 3
+    assert plot_layer_sparsity(plain, tmp_path / "plain.png") is None and not (tmp_path / "plain.png").exists()
+    # The card describes what the plot shows, or says that every layer has the same sparsity.
+    card = build_model_card({"method": "gradprobe", "sparsity": 0.5, "layers": probe}).text
+    assert f"![{PLOT_KINDS['restored'][2]}](sparsity_per_layer.png)" in card
+    card = build_model_card({"method": "magnitude", "sparsity": 0.5, "layers": plain}).text
+    assert (
+        "Every prunable layer is 50% sparse (so there is no plot)." in card and "](sparsity_per_layer.png)" not in card
+    )
+
+
+def test_card_snippet_runs_as_written_with_valid_settings(monkeypatch):
+    import dataclasses
+
+    import hf_gradprobe
+
+    calls = {}
+
+    def fake_prune(model_or_id, config=None, calibration=None, **kwargs):
+        calls.update(model_or_id=model_or_id, calibration=calibration, **kwargs)
+        return "model", "tokenizer"
+
+    monkeypatch.setattr(hf_gradprobe, "prune_pretrained", fake_prune)
+    monkeypatch.setattr(hf_gradprobe, "save_pruned", lambda model, out, tokenizer=None: calls.update(saved=out))
+    metadata = json.loads(EXAMPLE_METADATA.read_text())
+    metadata.pop("command")
+    for meta in (
+        metadata,
+        LEAD_METADATA,
+        {"method": "bitter7", "target_sparsity": 0.6, "comparison_group": "per_layer"},
+    ):
+        calls.clear()
+        text = build_model_card(meta, repo_id="me/x").text
+        code = re.search(r"```python\n(import hf_gradprobe\n.*?)```", text, re.DOTALL).group(1)
+        exec(compile(code, "card-snippet", "exec"), {})  # noqa: S102 - the card's own snippet, the point of the test
+        settings = {
+            k: calls.pop(k)
+            for k in list(calls)
+            if k in {f.name for f in dataclasses.fields(hf_gradprobe.GradProbeConfig)}
+        }
+        hf_gradprobe.GradProbeConfig(**settings)  # a valid config (its __post_init__ validates)
+        assert calls.pop("return_tokenizer") is True and calls.pop("saved") == "x"
+        assert set(calls) == {"model_or_id", "calibration"}, calls  # nothing prune_pretrained would refuse
+        expected = {k: v for k, v in (meta.get("config") or meta).items() if k in settings}
+        assert settings == expected
+    assert calls["calibration"] is None and calls["model_or_id"] == "<base model>"
 
 
 def test_missing_matplotlib_gives_a_card_without_plot(tmp_path, monkeypatch, tiny_llama):
@@ -255,3 +333,46 @@ def test_example_card_is_what_the_template_renders():
         "`HF_GRADPROBE_REGENERATE_CARDS=1 pytest tests/test_card.py -k example` and review the diff."
     )
     assert ModelCard(expected).data.eval_results  # the example shows a model-index
+
+
+def test_card_carries_the_base_models_license(tmp_path, tiny_tokenizer):
+    from testing_utils import make_tiny_llama
+
+    from hf_gradprobe.models import SMOLLM2_HUB_ID, base_model_license, load_model
+    from hf_gradprobe.sharing.metadata import build_pruning_metadata
+
+    base = tmp_path / "base"
+    make_tiny_llama().save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    (base / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n\n# A base model\n")
+    model, _ = load_model(str(base))
+    meta = build_pruning_metadata(model, {"method": "magnitude"})
+    assert meta["base_model_license"] == "mit" == base_model_license(str(base))
+    assert build_model_card(meta).data.license == "mit"
+    assert build_model_card(meta, card_data={"license": "other"}).data.license == "other"  # the caller decides
+    # The packaged SmolLM2 has no README beside it: the package knows its license.
+    assert base_model_license(None, SMOLLM2_HUB_ID) == "apache-2.0"
+    assert base_model_license(str(tmp_path / "nowhere"), "someone/unknown-model") is None
+    assert "license" not in build_model_card({"method": "magnitude"}).data.to_dict()
+
+
+def test_card_yaml_round_trips_through_huggingface_hub_offline():
+    import yaml
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+
+    text = str(build_model_card(LEAD_METADATA, repo_id="me/smol-2of4", card_data={"license": "apache-2.0"}))
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["license"] == "apache-2.0" and header["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    name, results = model_index_to_eval_results(header["model-index"])
+    assert name == "smol-2of4" and eval_results_to_model_index(name, results) == header["model-index"]
+    (result,) = results
+    assert result.dataset_name == "WikiText-2 (raw, test)" and "/" not in result.dataset_name
+    assert (result.dataset_type, result.metric_type, result.metric_value) == (
+        "Salesforce/wikitext",
+        "perplexity",
+        40.1,
+    )
+    data = ModelCardData(**header)  # what huggingface_hub builds from the YAML, and writes back the same
+    assert yaml.safe_load(data.to_yaml()) == header
+    assert ModelCard(text).data.to_dict() == data.to_dict()

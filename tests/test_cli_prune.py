@@ -361,3 +361,59 @@ def test_errors_exit_2_for_bad_input_and_1_with_debug_for_internal_ones(saved, c
     assert "Traceback" in capsys.readouterr().err
     assert main([*_args(model_dir, data), "--debug", "--log_level", "error"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_eval_dense_reports_the_dense_perplexity_beside_the_pruned_one(saved, capsys, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hf_gradprobe.evaluation.perplexity import compute_perplexity
+    from hf_gradprobe.models import load_model
+
+    model_dir, data, _ = saved
+    out = tmp_path / "out"
+    evaluation = ["--eval_data", data, "--eval_seq_len", "32", "--eval_max_windows", "3"]
+    args = _args(model_dir, data, "--target_sparsity", "0.5", "--output_dir", str(out), *evaluation)
+    assert main([*args, "--eval_dense", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    dense = compute_perplexity(*load_model(model_dir), data, seq_len=32, max_windows=3, progress=False).perplexity
+    assert result["perplexity_before"] == pytest.approx(dense, rel=1e-6)
+    assert result["perplexity"] > 0 and result["perplexity"] != result["perplexity_before"]
+    saved_meta = json.loads((out / "pruning_config.json").read_text())
+    assert saved_meta["perplexity_before"] == pytest.approx(dense, rel=1e-6)
+    assert saved_meta["perplexity_after"] == pytest.approx(result["perplexity"])
+    card = ModelCard.load(out / "README.md").text
+    assert f"| perplexity | {dense:.2f} before, **{result['perplexity']:.2f}** after (" in card
+    # Without --eval_dense the card says the dense figure was not measured; text output names it when it was.
+    assert main([*args, "--overwrite", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["perplexity_before"] is None
+    assert "| perplexity | not measured before, **" in ModelCard.load(out / "README.md").text
+    assert main([*args, "--overwrite", "--eval_dense"]) == 0
+    assert f"(dense {dense:.3f})" in capsys.readouterr().out
+    # --eval_dense alone has nothing to evaluate on: refused before any work.
+    assert main(["prune", model_dir, "--eval_dense", "--output_dir", str(tmp_path / "never")]) == 2
+    assert "--eval_data" in capsys.readouterr().err and not (tmp_path / "never").exists()
+
+
+def test_log_level_flag_and_transformers_verbosity(monkeypatch):
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from hf_gradprobe.cli import _set_log_level, build_parser
+
+    before = hf_logging.get_verbosity()
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "error")
+    restore = _set_log_level(None)  # no flag: the environment variable Transformers reads
+    try:
+        assert hf_logging.get_verbosity() == logging.ERROR == logging.getLogger("hf_gradprobe").level
+    finally:
+        restore()
+    assert hf_logging.get_verbosity() == before
+    restore = _set_log_level("debug")  # the flag beats the environment
+    try:
+        assert hf_logging.get_verbosity() == logging.DEBUG
+    finally:
+        restore()
+    parser = build_parser()
+    assert parser.parse_args(["--log_level", "info", "prune"]).log_level == "info"
+    assert parser.parse_args(["prune", "--log-level", "info"]).log_level == "info"

@@ -148,3 +148,35 @@ class TestErrors:
     def test_tokenizer_needed_for_text(self):
         with pytest.raises(ValueError, match="`tokenizer=`"):
             compute_perplexity(make_tiny_llama(), None, ["some text"], seq_len=4)
+
+
+def test_progress_bar_honours_the_transformers_and_hub_switches(corpus_ids, capsys, monkeypatch):
+    import sys
+
+    import huggingface_hub.utils
+    from transformers.utils import logging as hf_logging
+
+    model = make_tiny_llama()
+
+    def bar_shown(**kwargs) -> bool:
+        capsys.readouterr()
+        compute_perplexity(model, data=corpus_ids, seq_len=16, **kwargs)
+        return "Perplexity" in capsys.readouterr().err
+
+    assert bar_shown() and not bar_shown(progress=False)
+    hf_logging.disable_progress_bar()
+    try:
+        assert not bar_shown()
+    finally:
+        hf_logging.enable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    try:
+        assert not bar_shown()
+    finally:
+        huggingface_hub.utils.enable_progress_bars()
+    # HF_HUB_DISABLE_PROGRESS_BARS=1, as huggingface_hub reads it at import.
+    hub_tqdm = sys.modules[huggingface_hub.utils.are_progress_bars_disabled.__module__]
+    monkeypatch.setattr(hub_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", True)
+    assert not bar_shown()
+    monkeypatch.undo()
+    assert bar_shown()

@@ -45,6 +45,14 @@ METADATA = {
     "perplexity_before": 250.5,
     "perplexity_after": 261.25,
     "perplexity_eval": {"data": "wikitext-2-raw/wiki.test.raw", "seq_len": 64, "windows": 2},
+    # What prune_pretrained records per layer besides the measured zeros: the plot shows what varies.
+    "layers": [
+        {"name": f"model.layers.{b}.{kind}", "candidates": 100, "restored": 10 + 5 * b + i}
+        for b in range(2)
+        for i, kind in enumerate(
+            [f"self_attn.{p}_proj" for p in ("q", "k", "v", "o")] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
+        )
+    ],
 }
 
 
@@ -437,6 +445,25 @@ def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llam
     assert hf_gradprobe.GradProbeConfig.from_pretrained(resaved).target_sparsity == 0.3
 
 
+def test_prune_pretrained_returns_the_tokenizer_it_loaded(tiny_llama, tiny_tokenizer, tmp_path):
+    tiny_llama.save_pretrained(tmp_path / "base")
+    tiny_tokenizer.save_pretrained(tmp_path / "base")
+    settings = {"strategy": "magnitude", "probe": False, "target_sparsity": 0.5, "progress": False}
+    model, tokenizer = hf_gradprobe.prune_pretrained(str(tmp_path / "base"), return_tokenizer=True, **settings)
+    assert tokenizer is not None and tokenizer("a b c").input_ids == tiny_tokenizer("a b c").input_ids
+    assert model.pruning_report.sparsity == pytest.approx(0.5, abs=0.01)  # the report stays on the model
+    model, report, tokenizer = hf_gradprobe.prune_pretrained(
+        str(tmp_path / "base"), return_report=True, return_tokenizer=True, **settings
+    )
+    assert report is model.pruning_report and tokenizer.vocab_size == tiny_tokenizer.vocab_size
+    # A tokenizer passed in is the one returned; without the flags the model alone, as before.
+    given = hf_gradprobe.prune_pretrained(tiny_llama, tokenizer=tiny_tokenizer, return_tokenizer=True, **settings)
+    assert given[1] is tiny_tokenizer
+    assert isinstance(hf_gradprobe.prune_pretrained(tiny_llama, **settings), torch.nn.Module)
+    folder = save_pruned(model, tmp_path / "out", tokenizer=tokenizer)
+    assert (folder / "tokenizer_config.json").is_file()
+
+
 def test_load_pruning_metadata_bad_inputs(pruned, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a saved model"):
@@ -578,6 +605,28 @@ def test_push_without_a_token_says_how_to_log_in(pruned, tmp_path, fake_hub, mon
     with pytest.raises(ValueError, match="token=False"):
         push_to_hub(pruned, REPO_ID, token=False)
     assert not hub.requests and not (tmp_path / "out").exists()
+
+
+def test_push_folder_goes_through_upload_folder_without_hidden_files(pruned, tmp_path, fake_hub, monkeypatch):
+    hub = fake_hub()
+    folder = save_pruned(pruned, tmp_path / "model", repo_id=REPO_ID)
+    (folder / ".notes.swp").write_text("editor swap file")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x.lock").write_text("")
+    calls = []
+    upload_folder = huggingface_hub.HfApi.upload_folder
+
+    def spy(self, **kwargs):
+        calls.append(kwargs)
+        return upload_folder(self, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", spy)
+    push_folder_to_hub(folder, REPO_ID, revision="sparse", create_pr=False)
+    (call,) = calls
+    assert call["revision"] == "sparse" and Path(call["folder_path"]) == folder
+    (commit,) = hub.commits
+    assert commit["revision"] == "sparse" and hub.branches == ["sparse"]
+    assert set(commit["files"]) == {p for p in folder_state(folder) if not p.startswith(".")}
 
 
 def test_push_of_an_unpruned_model_warns(tiny_llama, fake_hub):

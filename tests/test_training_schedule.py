@@ -176,6 +176,17 @@ def test_parses_with_the_one_shot_config(tmp_path):
     assert args.seed == 3 and args.output_dir == str(tmp_path)
 
 
+def test_no_probe_ignores_probe_only_limits(tmp_path):
+    # Without the probe, `num_probe_samples` may exceed the calibration samples: the limit is the probe's alone.
+    config = GradProbeConfig(probe=False, num_probe_samples=16, num_calibration_samples=4)
+    assert config.probe is False
+    parser = HfArgumentParser((GradProbeConfig, PruningTrainingArguments))
+    config, _ = parser.parse_args_into_dataclasses(
+        ["--no_probe", "--num_calibration_samples", "4", "--output_dir", str(tmp_path), "--report_to", "none"]
+    )
+    assert config.probe is False and config.num_calibration_samples == 4
+
+
 def test_step_budget_is_opt_in_and_logged(tmp_path, caplog):
     args = PruningTrainingArguments(output_dir=str(tmp_path), report_to=[], max_steps=100, pruning_method="bitter3")
     assert apply_step_budget(args).max_steps == 100  # off by default

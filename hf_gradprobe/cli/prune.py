@@ -29,7 +29,13 @@ class PruneArguments:
     )
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     eval_data: str | None = field(default=None, metadata={"help": "Report perplexity on this corpus after pruning."})
-    eval_dense: bool = field(default=False, metadata={"help": "With --eval_data: the dense perplexity too."})
+    eval_dense: bool = field(
+        default=False,
+        metadata={
+            "help": "With --eval_data: also measure the dense model before pruning (perplexity_before in the "
+            "output, pruning_config.json and the card)."
+        },
+    )
     eval_seq_len: int = field(default=1024, metadata={"help": "Tokens per evaluation window."})
     eval_max_windows: int | None = field(default=None, metadata={"help": "Evaluate only the first N windows."})
     json: bool = field(default=False, metadata={"help": "Print one JSON object (no progress bars)."})
@@ -75,6 +81,8 @@ def run(args, config: GradProbeConfig, prune_args: PruneArguments, model_args: M
         check_output_dir(prune_args.output_dir, prune_args.overwrite, flag="--overwrite", name="--output_dir")
     check_data_flag(prune_args.calibration, "--calibration")
     check_data_flag(prune_args.eval_data, "--eval_data")
+    if prune_args.eval_dense and not prune_args.eval_data:
+        raise ValueError("`--eval_dense` measures the dense perplexity on `--eval_data`: pass `--eval_data DATA` too.")
 
     model, tokenizer = load_model(args.model, **asdict(model_args))
     progress = not prune_args.json

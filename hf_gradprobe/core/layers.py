@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,27 @@ def _compile(patterns: str | Sequence[str] | None, name: str) -> list[re.Pattern
     return compiled
 
 
+def adapter_modules(model: nn.Module) -> set[int]:
+    """Ids of the modules that belong to PEFT adapters (LoRA's ``lora_A``/``lora_B``, ...): never prunable.
+
+    A PEFT tuner layer (``peft.tuners.lora.LoraLayer`` and the other ``BaseTunerLayer``) wraps the original module
+    as ``base_layer`` and adds the adapter weights next to it: the prunable weight is ``<name>.base_layer``'s.
+    Empty when peft is not imported (a model with PEFT layers has imported it).
+    """
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    base_tuner_layer = getattr(tuners, "BaseTunerLayer", None)
+    if base_tuner_layer is None:
+        return set()
+    adapters: set[int] = set()
+    for module in model.modules():
+        if not isinstance(module, base_tuner_layer):
+            continue
+        base = module.get_base_layer() if hasattr(module, "get_base_layer") else getattr(module, "base_layer", None)
+        keep = {id(sub) for sub in base.modules()} if isinstance(base, nn.Module) else set()
+        adapters |= {id(sub) for sub in module.modules() if id(sub) not in keep and sub is not module}
+    return adapters
+
+
 def find_prunable_layers(
     model: nn.Module,
     targets: str | Sequence[str] | None = None,
@@ -104,7 +126,8 @@ def find_prunable_layers(
     By default: every ``nn.Linear`` and ``Conv1D`` inside the repeated blocks, so embeddings, the LM
     head (tied or not), norms and biases are left dense. ``targets`` (regular expressions searched in
     the module name) replaces the default scope with any matching Linear/Conv1D in the model;
-    ``ignore`` removes matches from whatever the scope is.
+    ``ignore`` removes matches from whatever the scope is. On a PEFT model the adapter weights (LoRA's
+    ``lora_A``/``lora_B``) are never prunable: the wrapped weight is, named ``<name>.base_layer``.
     """
     target_res, ignore_res = _compile(targets, "targets"), _compile(ignore, "ignore")
     block_of: dict[int, int] = {}
@@ -122,9 +145,10 @@ def find_prunable_layers(
     for param_name, param in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(param), []).append(param_name)
 
+    adapters = adapter_modules(model)
     layers, seen = [], set()
     for name, module in model.named_modules():
-        if not isinstance(module, PRUNABLE_MODULE_TYPES) or id(module.weight) in seen:
+        if not isinstance(module, PRUNABLE_MODULE_TYPES) or id(module.weight) in seen or id(module) in adapters:
             continue
         in_scope = any(r.search(name) for r in target_res) if target_res else id(module) in block_of
         if not in_scope or any(r.search(name) for r in ignore_res):

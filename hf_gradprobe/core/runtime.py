@@ -7,6 +7,8 @@ import threading
 
 import psutil
 import torch
+from huggingface_hub.utils import are_progress_bars_disabled
+from transformers.utils import logging as hf_logging
 from typing_extensions import Self
 
 
@@ -35,6 +37,13 @@ def resolve_dtype(dtype, name: str = "dtype", allow_auto: bool = True):
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float16`` -> ``"float16"``."""
     return str(dtype).removeprefix("torch.")
+
+
+def progress_bars_enabled(progress: bool = True) -> bool:
+    """Whether to show a progress bar: ``progress`` asked for it and neither Transformers'
+    ``transformers.utils.logging.disable_progress_bar()`` nor huggingface_hub's ``disable_progress_bars()`` /
+    ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turned bars off."""
+    return bool(progress) and hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
 
 
 def model_input_device(model: torch.nn.Module) -> torch.device:

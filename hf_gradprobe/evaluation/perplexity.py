@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
-from ..core.runtime import model_input_device
+from ..core.runtime import model_input_device, progress_bars_enabled
 from .data import evaluation_windows, tokenize_corpus
 
 
@@ -56,7 +56,8 @@ def compute_perplexity(
     ``data`` is a local text/json/parquet file, a ``datasets`` name, a list of texts or a tensor of
     token ids. Windows are consecutive and non-overlapping by default (SparseGPT/Wanda protocol;
     ``stride`` gives the sliding variant). The model stays where it is (any device, any dtype;
-    logits are upcast to fp32 for the loss) and its train/eval mode is restored afterwards.
+    logits are upcast to fp32 for the loss) and its train/eval mode is restored afterwards. The progress bar
+    (``progress``) honours the Transformers and huggingface_hub switches (see :func:`progress_bars_enabled`).
     """
     if data is None:
         raise ValueError("`data` is required: a file path, a datasets name, a list of texts or token ids.")
@@ -70,7 +71,9 @@ def compute_perplexity(
     start = time.perf_counter()
     total_nll, total_tokens = 0.0, 0
     try:
-        for i in tqdm(range(0, len(windows), batch_size), desc="Perplexity", disable=not progress, unit="batch"):
+        batches = range(0, len(windows), batch_size)
+        bar = hf_logging.tqdm(batches, desc="Perplexity", disable=not progress_bars_enabled(progress), unit="batch")
+        for i in bar:
             batch = windows[i : i + batch_size].to(device)
             logits = model(input_ids=batch, use_cache=False).logits
             nll, count = token_nll_sum(logits, labels[i : i + batch_size])

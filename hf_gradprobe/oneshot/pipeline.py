@@ -143,10 +143,21 @@ class BlockPipeline:
                 self.blocks[i] = block
             self._inputs = self._output = None
 
-    def run_block(self, index: int, hidden: torch.Tensor, hooks=None, update: bool = False) -> torch.Tensor:
+    def run_block(
+        self, index: int, hidden: torch.Tensor, hooks=None, update: bool = False, until: nn.Module | None = None
+    ) -> torch.Tensor:
         """Run block ``index`` on every cached input, under ``hooks`` (a context manager, e.g. statistics
-        collectors); with ``update`` its outputs replace the cache in place (the next block's inputs)."""
-        with torch.no_grad(), self.from_block(index, stop_after_block=True), hooks or contextlib.nullcontext():
+        collectors); with ``update`` its outputs replace the cache in place (the next block's inputs). ``until``
+        ends each forward once that module ran (statistics of the layers before it need no more)."""
+        if update and until is not None:
+            raise ValueError("`update=True` needs the block's output: it cannot stop early with `until`.")
+        early = stop_after(until) if until is not None else contextlib.nullcontext()
+        with (
+            torch.no_grad(),
+            self.from_block(index, stop_after_block=True),
+            hooks or contextlib.nullcontext(),
+            early,
+        ):
             for start in range(0, len(hidden), self.batch_size):
                 self._inputs = hidden[start : start + self.batch_size]
                 forward_without_loss(self.model, self._window_batch(start, start + self.batch_size))

@@ -138,6 +138,7 @@ def prune_pretrained(
     loss_fn: LossFn | None = None,
     *,
     return_report: bool = False,
+    return_tokenizer: bool = False,
     progress: bool = True,
     revision: str | None = None,
     dtype=None,
@@ -158,6 +159,14 @@ def prune_pretrained(
             defaults to the next-token cross-entropy.
         return_report: return ``(model, report)`` instead of the model. The report is also stored on the
             model as ``model.pruning_report``.
+        return_tokenizer: also return the tokenizer the model was loaded with (or ``tokenizer`` when given;
+            ``None`` when there is none), so that evaluating or saving needs no second load:
+            ``model, tokenizer = prune_pretrained(..., return_tokenizer=True)``, or with both flags
+            ``model, report, tokenizer = prune_pretrained(..., return_report=True, return_tokenizer=True)``.
+
+    Returns:
+        The pruned model; or a tuple ``(model, report)``, ``(model, tokenizer)`` or ``(model, report, tokenizer)``
+        when ``return_report``/``return_tokenizer`` ask for them, always in that order.
 
     The model's weights are modified in place block by block; if an error interrupts pruning, the
     block being decided is untouched (probing never writes weights) and earlier blocks stay pruned.
@@ -276,4 +285,5 @@ def prune_pretrained(
         report.extra["tied_parameters_pruned"] = tied
     model.pruning_report = report
     logger.info("Pruned %s to %.2f%% sparsity in %.1f s", type(model).__name__, 100 * report.sparsity, seconds)
-    return (model, report) if return_report else model
+    outputs = (model, *([report] if return_report else []), *([tokenizer] if return_tokenizer else []))
+    return outputs if len(outputs) > 1 else model

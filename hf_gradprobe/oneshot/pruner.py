@@ -21,12 +21,12 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from transformers.utils.logging import tqdm
 from typing_extensions import Self
 
 from ..core.layers import PrunableLayer, find_prunable_layers, find_repeated_blocks, group_by_block
 from ..core.masking import apply_mask_, select_masks
-from ..core.runtime import model_input_device
+from ..core.runtime import model_input_device, progress_bars_enabled
 from .config import GradProbeConfig
 from .decision import grown_candidates, probe_masks, propose_candidates
 from .losses import LossFn, causal_lm_loss, kl_to_reference
@@ -82,7 +82,9 @@ class OneShotPruner:
         return GradientProbe(layers, shrink, cfg.reduction_factor, cfg.gradient_statistic, cfg.storage_dtype, buffer)
 
     def _run_probe(self, probe: GradientProbe, batches, total: int) -> dict[str, torch.Tensor]:
-        batches = tqdm(batches, total=total, desc="Probe", disable=not self.progress, unit="window")
+        batches = tqdm(
+            batches, total=total, desc="Probe", disable=not progress_bars_enabled(self.progress), unit="window"
+        )
         loss = self._loss
         if self.config.probe_loss == "kl" and self.loss_fn is causal_lm_loss:
 
@@ -180,7 +182,9 @@ class OneShotPruner:
             if rest is not None and len(rest):
                 with torch.no_grad(), self._stop_after_last_block():
                     batches = list(self._batches(rest, cfg.calibration_batch_size))
-                    for batch in tqdm(batches, desc="Calibration", disable=not self.progress, unit="batch"):
+                    for batch in tqdm(
+                        batches, desc="Calibration", disable=not progress_bars_enabled(self.progress), unit="batch"
+                    ):
                         forward_without_loss(self.model, batch)
         if needs_norms:
             norms = collector.sq_norms
@@ -223,7 +227,9 @@ class OneShotPruner:
         upfront = self._dense_probe() if cfg.probe and not cfg.layerwise else None
         pipeline = BlockPipeline(self.model, self.windows, cfg.calibration_batch_size, self.device)
         hidden = pipeline.first_inputs()
-        for index, layers in tqdm(grouped, desc="Blocks", disable=not self.progress, unit="block"):
+        for index, layers in tqdm(
+            grouped, desc="Blocks", disable=not progress_bars_enabled(self.progress), unit="block"
+        ):
             if cfg.reconstruction == "none":
                 self._prune_block(pipeline, index, layers, hidden, upfront)
             else:
@@ -294,15 +300,18 @@ class OneShotPruner:
         backup = [layer.weight.detach().clone() for layer in layers]
         try:
             stages = self._input_stages(pipeline, index, layers, hidden)
-            collector = HessianCollector(layers if cfg.reconstruction_order == "parallel" else stages[0])
-            pipeline.run_block(index, hidden, hooks=collector)
+            parallel = cfg.reconstruction_order == "parallel"
+            collector = HessianCollector(layers if parallel else stages[0])
+            # Each statistics pass stops once its last layer ran: the rest of the block is not needed.
+            last = stages[-1][-1] if parallel else stages[0][-1]
+            pipeline.run_block(index, hidden, hooks=collector, until=last.module)
             probed = upfront
             if cfg.probe and upfront is None:
                 probed = self._block_probe(pipeline, index, layers, hidden, collector.sq_norms())
             for number, stage in enumerate(stages):
                 if number and cfg.reconstruction_order == "sequential":
                     collector = HessianCollector(stage)
-                    pipeline.run_block(index, hidden, hooks=collector)
+                    pipeline.run_block(index, hidden, hooks=collector, until=stage[-1].module)
                 norms = collector.sq_norms() if cfg.strategy == "wanda" else None
                 self._decide_with(stage, norms, probed)
                 for layer in stage:

@@ -7,6 +7,7 @@ from a saved folder without loading the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,10 +16,10 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..core.sparsity import format_sparsity_table
+from ..core.sparsity import format_sparsity_table, row_sparsity
 from ..models import is_hub_id
 from .metadata import config_value, nm_pattern
-from .plot import PLOT_FILE
+from .plot import PLOT_FILE, PLOT_KINDS, plot_kind
 from .redaction import redact
 
 
@@ -54,6 +55,21 @@ def describe_dataset(text: str | None) -> tuple[str | None, str | None, str | No
             split = name
             break
     return hub_id, config, split
+
+
+def dataset_display_name(data, hub_id: str | None = None, config: str | None = None, split: str | None = None) -> str:
+    """A readable name for an evaluation dataset, e.g. ``"WikiText-2 (raw, test)"``, never a local path."""
+    details = []
+    if hub_id == "Salesforce/wikitext":
+        name = "WikiText-103" if config and "103" in config else "WikiText-2" if config else "WikiText"
+        details += ["raw"] if config and "raw" in config else []
+    elif hub_id:
+        name = hub_id.split("/")[-1]
+        details += [config] if config else []
+    else:
+        name = Path(str(data)).name if data else "evaluation text"
+    details += [split] if split else []
+    return name + (f" ({', '.join(details)})" if details else "")
 
 
 def display_path(text) -> str:
@@ -109,15 +125,16 @@ def _eval_results(metadata: Mapping, model_name: str) -> list[EvalResult] | None
     if not isinstance(ppl, (int, float)) or not data:
         return None  # a model-index entry needs a named dataset
     hub_id, config, split = describe_dataset(data)
+    config, split = evaluation.get("config") or config, evaluation.get("split") or split
     seq_len = evaluation.get("seq_len")
     return [
         EvalResult(
             task_type="text-generation",
             task_name="Causal language modeling",
-            dataset_type=hub_id or str(data),
-            dataset_name=display_path(data),
-            dataset_config=evaluation.get("config") or config,
-            dataset_split=evaluation.get("split") or split,
+            dataset_type=hub_id or display_path(data),
+            dataset_name=dataset_display_name(data, hub_id, config, split),
+            dataset_config=config,
+            dataset_split=split,
             metric_type="perplexity",
             metric_name=f"Perplexity ({seq_len}-token windows)" if seq_len else "Perplexity",
             metric_value=round(float(ppl), 4),
@@ -210,22 +227,46 @@ def _glance_rows(metadata: Mapping, base_model: str | None) -> list[tuple[str, s
     return rows
 
 
-def _reconstructed_code(metadata: Mapping) -> str:
-    """Python that repeats the pruning from the metadata, for when no command was recorded."""
+# What prune_pretrained recorded as calibration when it was not a file or a datasets name.
+_IN_MEMORY_SOURCES = ("token windows given in memory", "texts given in memory")
+
+
+def _reconstructed_code(metadata: Mapping, model_name: str) -> str:
+    """Python that repeats the pruning from the metadata, for when no command was recorded.
+
+    It runs as written: only ``GradProbeConfig`` fields are passed as settings (``prune_pretrained`` refuses
+    anything else), and the calibration text is the one recorded, its path shortened as elsewhere in the card.
+    """
+    from ..oneshot.config import GradProbeConfig
+
+    fields = [f.name for f in dataclasses.fields(GradProbeConfig)]
     base = metadata.get("base_model") or "<base model>"
     config = metadata.get("config")
-    if isinstance(config, Mapping) and config:
-        # The full settings prune_pretrained recorded: keyword arguments it accepts as they are.
-        kwargs = {k: v for k, v in config.items() if v is not None}
-    else:  # metadata without a config: the settings it names at the top level
-        kwargs = {k: metadata[k] for k in _TOP_LEVEL_SETTINGS if metadata.get(k) is not None}
+    source = config if isinstance(config, Mapping) and config else metadata
+    # The settings prune_pretrained recorded (or, in metadata without a config, those named at the top level).
+    kwargs = {k: source[k] for k in fields if source.get(k) is not None}
     calibration = metadata.get("calibration")
     calibration = calibration.get("source") if isinstance(calibration, Mapping) else None
-    lines = [f"    {base!r},"]
-    if calibration:
-        lines.append(f"    calibration={display_path(calibration)!r},")
+    lines = [f"    {display_path(base)!r},", "    return_tokenizer=True,"]
+    if calibration in _IN_MEMORY_SOURCES:
+        lines.append(f"    calibration='calibration.txt',  # the original run used {calibration}")
+    elif calibration:
+        lines.append(f"    calibration={display_path(calibration)!r},  # the calibration text used")
     lines += [f"    {k}={v!r}," for k, v in kwargs.items()]
-    return "import hf_gradprobe\n\nmodel = hf_gradprobe.prune_pretrained(\n" + "\n".join(lines) + "\n)"
+    return (
+        "import hf_gradprobe\n\nmodel, tokenizer = hf_gradprobe.prune_pretrained(\n"
+        + "\n".join(lines)
+        + f"\n)\nhf_gradprobe.save_pruned(model, {model_name!r}, tokenizer=tokenizer)"
+    )
+
+
+def _shorten_paths(obj):
+    """``obj`` with every path string shortened by :func:`display_path`, for the settings shown in the card."""
+    if isinstance(obj, Mapping):
+        return {k: _shorten_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shorten_paths(v) for v in obj]
+    return display_path(obj) if isinstance(obj, str) else obj
 
 
 # Below this fraction of zeros, and with no pruning method recorded, a model is described as not pruned.
@@ -254,7 +295,9 @@ def build_model_card(
         repo_id: where the model lives or will live; used in the "use it" snippet and as the model name.
         model_name: the card title and ``model-index`` name (default: the repo name).
         plot_file: file name of the per-layer plot beside the card, or ``None`` when there is no plot.
-        card_data: extra ``ModelCardData`` fields (e.g. ``{"license": "apache-2.0", "language": "en"}``).
+        card_data: extra ``ModelCardData`` fields (e.g. ``{"license": "apache-2.0", "language": "en"}``). Without a
+            ``license`` here, the card takes ``metadata["base_model_license"]`` (the base model's, found offline by
+            ``build_pruning_metadata``).
         template_path: a Jinja template to use instead of the packaged one.
     """
     if not isinstance(metadata, Mapping):
@@ -273,6 +316,9 @@ def build_model_card(
         tags.append(f"{nm.replace(':', '-')}-sparsity")
     extra = dict(card_data or {})
     tags += [t for t in extra.pop("tags", []) or [] if t not in tags]
+    # A pruned model is a derivative of its base model: it carries the base model's license unless told otherwise.
+    if not extra.get("license") and metadata.get("base_model_license"):
+        extra["license"] = metadata["base_model_license"]
     arch = str(metadata.get("architecture") or "")
     data = ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
@@ -287,7 +333,11 @@ def build_model_card(
     layers = list(metadata.get("layers") or [])
     command = metadata.get("command")
     # The card lists the layers and versions elsewhere; the JSON block keeps the settings readable.
-    summary_config = {k: v for k, v in metadata.items() if k not in ("layers", "command", "framework_versions")}
+    summary_config = _shorten_paths(
+        {k: v for k, v in metadata.items() if k not in ("layers", "command", "framework_versions")}
+    )
+    varies = plot_kind(layers)  # what the per-layer plot shows; None when nothing differs between layers
+    kind = varies if plot_file else None
     versions = dict(metadata.get("framework_versions") or {})
     if metadata.get("hf_gradprobe_version"):
         versions = {"hf_gradprobe": metadata["hf_gradprobe_version"], **versions}
@@ -305,9 +355,11 @@ def build_model_card(
         nm_pattern=nm,
         checkpoint_size=_bytes(metadata.get("checkpoint_bytes")) if metadata.get("checkpoint_bytes") else None,
         command=redact(command) if command else None,
-        reconstructed_code=None if command else _reconstructed_code(metadata),
+        reconstructed_code=None if command else _reconstructed_code(metadata, model_name),
         config_json=json.dumps(summary_config, indent=2, default=str),
-        plot_file=plot_file if layers else None,
+        plot_file=plot_file if kind else None,
+        plot_alt=PLOT_KINDS[kind][2] if kind else None,
+        uniform_sparsity=_short_pct(row_sparsity(layers[0])) if layers and varies is None else None,
         table=format_sparsity_table(layers, nm) if layers else None,
         num_layers=len(layers),
         versions=versions,

@@ -22,7 +22,7 @@ from transformers.utils import logging
 from ..core.layers import PrunableLayer
 from ..core.masking import parse_nm_pattern
 from ..core.sparsity import measure_sparsity
-from ..models import is_hub_id
+from ..models import base_model_license, is_hub_id
 from .redaction import redact, redact_secrets
 
 
@@ -134,7 +134,8 @@ def build_pruning_metadata(model, metadata: Mapping | None = None, command: str 
     Starts from ``metadata``, else ``model.pruning_report`` (set by ``prune_pretrained``), else nothing; then
     replaces the measured figures (``sparsity``, ``layers``...) with a measurement of ``model``'s weights, so
     they describe the saved weights even if the model changed after pruning. Adds ``base_model``,
-    ``architecture``, versions and ``command`` when missing. Secrets are redacted everywhere (see
+    ``architecture``, ``base_model_license`` (when found offline, see
+    :func:`hf_gradprobe.models.base_model_license`), versions and ``command`` when missing. Secrets are redacted everywhere (see
     ``redaction``).
     """
     from .. import __version__
@@ -170,6 +171,10 @@ def build_pruning_metadata(model, metadata: Mapping | None = None, command: str 
     if not is_hub_id(meta.get("base_model")) and _base_model_of(model):
         meta["base_model"] = _base_model_of(model)
     meta.setdefault("base_model", None)
+    if not meta.get("base_model_license"):
+        license_ = base_model_license(model, meta["base_model"])
+        if license_:
+            meta["base_model_license"] = license_  # the card's `license`, unless card_data gives one
     meta.setdefault("architecture", architectures[0])
     meta.setdefault("hf_gradprobe_version", __version__)
     meta["framework_versions"] = _framework_versions()

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import HfApi, get_token
 from transformers.utils import logging
 
 from .metadata import PRUNING_CONFIG_NAME, build_pruning_metadata, read_metadata_file
@@ -52,13 +52,17 @@ def _push_hint(err: BaseException) -> str:
     return "Retry later; if it keeps failing, push the saved folder with `hf upload`."
 
 
-def _folder_operations(folder: Path) -> list[CommitOperationAdd]:
-    files = sorted(
-        p
+# Hidden entries (e.g. an editor's swap file) are not part of a saved model: never uploaded.
+_IGNORE_PATTERNS = [".*", "*/.*"]
+
+
+def _folder_files(folder: Path) -> list[str]:
+    """The files ``upload_folder`` commits from ``folder`` (hidden entries left out), relative, sorted."""
+    return sorted(
+        p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    return [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
 
 
 def _commit_message(meta: Mapping) -> str:
@@ -83,7 +87,8 @@ def push_folder_to_hub(
 ):
     """Push a folder written by ``save_pruned`` to ``repo_id`` in one commit; the folder is only read.
 
-    Creates the repo (``private`` as asked) and the ``revision`` branch if missing. Returns the
+    Creates the repo (``private`` as asked) and the ``revision`` branch if missing, then commits the folder with
+    ``HfApi.upload_folder`` (``revision``, ``create_pr``; hidden files left out). Returns the
     ``huggingface_hub.CommitInfo``; raises :class:`PushToHubError` on failure.
     """
     check_repo_id(repo_id)
@@ -98,7 +103,7 @@ def push_folder_to_hub(
     token = _resolve_token(token)
     if commit_message is None:
         commit_message = _commit_message(read_metadata_file(folder / PRUNING_CONFIG_NAME))
-    operations = _folder_operations(folder)
+    files = _folder_files(folder)
     api = HfApi(token=token)
     step = "creating the repo"
     try:
@@ -106,15 +111,16 @@ def push_folder_to_hub(
         if revision and revision != "main" and not revision.startswith("refs/"):
             step = f"creating the branch {revision!r}"
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        step = f"committing {len(operations)} files"
-        info = api.create_commit(
-            repo_id,
-            operations,
+        step = f"committing {len(files)} files"
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
             commit_message=commit_message,
             commit_description=commit_description,
             revision=revision,
             create_pr=create_pr,
             repo_type="model",
+            ignore_patterns=_IGNORE_PATTERNS,
         )
     except Exception as err:  # noqa: BLE001 - every failure is reported the same way, token removed
         message = redact(f"{type(err).__name__}: {err}", [token])
@@ -122,7 +128,7 @@ def push_folder_to_hub(
             f"Pushing {os.fspath(folder)!r} to the Hub repo {repo_id!r} failed while {step}: {message}. "
             f"The local folder was not changed. {_push_hint(err)}"
         ) from (None if token in str(err) else err)
-    logger.info("Pushed %d files to %s", len(operations), getattr(info, "pr_url", None) or info.commit_url)
+    logger.info("Pushed %d files to %s", len(files), getattr(info, "pr_url", None) or info.commit_url)
     return info
 
 

@@ -26,7 +26,7 @@ from transformers.utils import logging
 
 from .card import build_model_card, is_pruned
 from .metadata import PRUNING_CONFIG_NAME, build_pruning_metadata, config_value
-from .plot import PLOT_FILE, plot_layer_sparsity
+from .plot import PLOT_FILE, PLOT_KINDS, plot_kind, plot_layer_sparsity
 from .redaction import redact_tokens
 
 
@@ -192,13 +192,15 @@ def _write_folder(model, folder: Path, tokenizer, meta: dict, repo_id, model_nam
     meta["checkpoint_bytes"] = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
     plot_file = None
-    if plot and meta.get("layers"):
+    kind = plot_kind(meta.get("layers") or [])  # None: nothing differs between layers, no plot
+    if plot and kind:
         try:
             plot_layer_sparsity(
                 meta["layers"],
                 folder / PLOT_FILE,
                 target=config_value(meta, "target_sparsity"),
-                title=f"Sparsity per prunable layer: {model_name}",
+                title=f"{PLOT_KINDS[kind][0]}: {model_name}",
+                kind=kind,
             )
             plot_file = PLOT_FILE
         except ImportError as err:

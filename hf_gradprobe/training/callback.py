@@ -8,6 +8,7 @@ It orchestrates the other modules of the package's training part: `schedule` (wh
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Sequence
@@ -44,6 +45,72 @@ from .state import (
 
 
 logger = logging.get_logger(__name__)
+
+
+def running_trainer() -> tuple[object | None, str | None]:
+    """The `Trainer` whose `train()` is calling this callback, and the checkpoint folder it resumes (or None).
+
+    Callbacks get neither: `CallbackHandler.call_event` passes the model, optimizer, scheduler and data loaders,
+    never the Trainer or the handler, and `Trainer.train(resume_from_checkpoint=...)` keeps the folder in a
+    local of `_inner_training_loop`. The stateful-callback mechanism (`ExportableState`) cannot help either: it
+    stores JSON in `trainer_state.json` (no tensors) and, on resume, replaces the callback by a new instance.
+    So the call stack is read: the nearest frame whose ``self`` is a `Trainer` (any subclass: TRL's, PEFT's).
+    """
+    from transformers import Trainer
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, Trainer):
+                resumed = None
+                if frame.f_code.co_name == "_inner_training_loop":
+                    value = frame.f_locals.get("resume_from_checkpoint")
+                    resumed = value if isinstance(value, str | os.PathLike) else None
+                return candidate, (os.fspath(resumed) if resumed is not None else None)
+            frame = frame.f_back
+    finally:
+        del frame
+    return None, None
+
+
+def move_to_front(trainer, callback) -> bool:
+    """Put ``callback`` first in ``trainer``'s callback list; whether it is first now.
+
+    `Trainer.log` calls `on_log` of every callback in list order with one `logs` dict, and `Trainer(callbacks=...)`
+    or `add_callback` append after the `report_to` integrations (TensorBoard, W&B...): only a callback placed
+    before them can add metrics they receive. Moving it from index k to 0 while `call_event` iterates the list
+    neither skips nor repeats a callback (the ones after k keep their index).
+    """
+    callbacks = getattr(getattr(trainer, "callback_handler", None), "callbacks", None)
+    if not isinstance(callbacks, list) or not any(cb is callback for cb in callbacks):
+        return False
+    if callbacks[0] is not callback:
+        index = next(i for i, cb in enumerate(callbacks) if cb is callback)
+        callbacks.insert(0, callbacks.pop(index))
+    return True
+
+
+def sharded_training_message(args, model, trainer=None) -> str | None:
+    """Why this run cannot prune while training (FSDP, DeepSpeed, DTensor parameters), or None."""
+    why = None
+    if getattr(args, "fsdp", None) or getattr(trainer, "is_fsdp_enabled", False):
+        why = "FSDP (`fsdp` is set)"
+    elif getattr(args, "deepspeed", None) or getattr(trainer, "is_deepspeed_enabled", False):
+        why = "DeepSpeed (`deepspeed` is set)"
+    elif model is not None:
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # pragma: no cover - torch without distributed
+            DTensor = None
+        if DTensor is not None and any(isinstance(p, DTensor) for p in model.parameters()):
+            why = "FSDP2/tensor parallelism (the model holds DTensor parameters)"
+    if why is None:
+        return None
+    return (
+        f"PruningCallback does not support {why}: pruning while training supports single-process and DDP "
+        "training only (sharded weights and optimizer state cannot be masked and scored per tensor)."
+    )
 
 
 class PruningCallback(TrainerCallback):
@@ -174,6 +241,15 @@ class PruningCallback(TrainerCallback):
             )
         if model is None:
             raise RuntimeError("PruningCallback needs the model: add it to a transformers Trainer.")
+        trainer, resumed = running_trainer()
+        unsupported = sharded_training_message(args, model, trainer)
+        if unsupported:
+            raise ValueError(unsupported)
+        if not move_to_front(trainer, self):
+            logger.warning_once(
+                "PruningCallback could not find its Trainer's callback list: `report_to` integrations listed before "
+                "it will not receive the `pruning/*` metrics (they still reach `state.log_history`)."
+            )
         self._remove_hooks()
         self._reset_state()
         drift = ddp_inactive_message(args)
@@ -185,9 +261,12 @@ class PruningCallback(TrainerCallback):
         torch_optimizer = unwrap_optimizer(optimizer)
         check_optimizer(self.method, torch_optimizer, self.layers)
 
+        # The folder `train(resume_from_checkpoint=...)` really resumes comes first: a checkpoint copied or
+        # moved elsewhere is not `output_dir/checkpoint-{step}`.
         state_file = state_file_to_resume(
             state.global_step,
             args.output_dir,
+            resumed,
             self.resume_from_checkpoint,
             getattr(args, "resume_from_checkpoint", None),
         )
@@ -196,7 +275,9 @@ class PruningCallback(TrainerCallback):
         else:
             if state.global_step > 0:
                 logger.warning(
-                    f"Resuming at step {state.global_step} without {PRUNING_STATE_NAME}: the masks are rebuilt "
+                    f"Resuming at step {state.global_step} from "
+                    f"{resumed or self.resume_from_checkpoint or checkpoint_folder(args.output_dir, state.global_step)} "
+                    f"without {PRUNING_STATE_NAME}: the masks are rebuilt "
                     "from the weights that are exactly zero and the schedule restarts from the global step."
                 )
                 self.optimizer_steps = state.global_step
@@ -208,6 +289,23 @@ class PruningCallback(TrainerCallback):
             if self.method == "movement":
                 self.movement = [torch.zeros_like(layer.weight, dtype=torch.float32) for layer in self.layers]
         self.pruned = count_pruned(self.masks)
+        if self.method == "movement" and not any(layer.weight.requires_grad for layer in self.layers):
+            raise ValueError(
+                "`pruning_method='movement'` scores weights from their gradients, but every prunable weight is "
+                "frozen (e.g. the base layers of a LoRA/PEFT model). Use `pruning_method='fixed'` or `'magnitude'`."
+            )
+        if self.method == "fixed":
+            empty = [
+                layer.param_name
+                for layer, mask in zip(self.layers, self.masks, strict=True)
+                if layer.weight.requires_grad and mask.all()
+            ]
+            if empty:
+                logger.warning(
+                    f"`pruning_method='fixed'` found {len(empty)} trainable layers that are all zeros ({empty[0]}"
+                    f"{', ...' if len(empty) > 1 else ''}): they stay zero and learn nothing. A zero-initialised "
+                    "adapter (LoRA's `lora_B`) must not be pruned: leave it out with `ignore`/`targets`."
+                )
         if self.method == "fixed" and self.pruned == 0:
             logger.warning(
                 "`pruning_method='fixed'` keeps the zeros the model already has, but its prunable weights have "
@@ -267,8 +365,8 @@ class PruningCallback(TrainerCallback):
             self.save(os.path.join(folder, PRUNING_STATE_NAME))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        # PruningTrainer merges the metrics inside `Trainer.log` (so `report_to` sees them); with another
-        # Trainer they are added here, for the callbacks that come after this one and for `log_history`.
+        # PruningTrainer merges the metrics inside `Trainer.log`; with another Trainer they are added here.
+        # `on_train_begin` moved this callback first, so every `report_to` integration after it sees them.
         if logs is None or not self.layers or not is_training_log(logs) or f"{LOG_PREFIX}sparsity" in logs:
             return
         extra = self.pop_logs()

@@ -31,6 +31,14 @@ def check_optimizer(method: str, optimizer, layers: Sequence[PrunableLayer]) -> 
     """Raise before training if ``method`` reads AdamW's moments and ``optimizer`` cannot give them for ``layers``."""
     if not needs_optimizer_state(method):
         return
+    frozen = [layer.param_name for layer in layers if not layer.weight.requires_grad]
+    if frozen:
+        raise ValueError(
+            f"`pruning_method`={method!r} scores weights from their AdamW moments, but {len(frozen)} prunable "
+            f"weights are frozen ({frozen[0]}{', ...' if len(frozen) > 1 else ''}; e.g. the base layers of a "
+            "LoRA/PEFT model) and have no optimizer state. Use `pruning_method='fixed'` (keep the zeros of a "
+            "one-shot pruned model) or `'magnitude'`."
+        )
     name = type(optimizer).__name__ if optimizer is not None else "None"
     groups = getattr(optimizer, "param_groups", None) or []
     if optimizer is None or not all("betas" in group for group in groups):
