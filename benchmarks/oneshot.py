@@ -70,6 +70,9 @@ def build_specs(args) -> list[dict]:
                 specs.append({**spec, "name": row})
             else:
                 specs.append(protocol.spec_for(row, pattern, target, EVAL_TEXTS, args, "benchmark", extra))
+    for spec in specs:
+        if spec["kind"] == "ours":
+            spec["validation_windows"] = args.validation_windows
     return specs
 
 
@@ -80,7 +83,16 @@ def to_markdown(result: dict) -> str:
         "and of Tiny Shakespeare; extra memory = peak while pruning minus the memory just before",
     )
     first = [("method", "name"), ("pattern", "pattern"), ("target", lambda r: f"{r['target']:g}")]
-    lines += protocol.markdown_table(result["rows"], EVAL_TEXTS, first)
+    validation = tuple(protocol.VALIDATION_TEXTS) if result.get("validation_windows") else ()
+    lines += protocol.markdown_table(result["rows"], EVAL_TEXTS + validation, first)
+    if validation:
+        lines += [
+            "",
+            (
+                f"Validation columns ({result['validation_windows']} x {protocol.EVAL_SEQ_LEN} windows; our rows only) are "
+                "what a configuration is chosen on; the test columns are reported, never tuned on."
+            ),
+        ]
     if result["extra_config"]:
         lines += ["", f"Extra GradProbeConfig overrides on every row of ours: `{json.dumps(result['extra_config'])}`"]
     lines += protocol.footer(result)
@@ -93,6 +105,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated row names")
     parser.add_argument("--extra-config", default="{}", help="JSON GradProbeConfig overrides for every row of ours")
+    parser.add_argument(
+        "--validation-windows",
+        type=int,
+        default=0,
+        help="also score our rows on N windows of each validation text, to choose a configuration on (default 0)",
+    )
     parser.add_argument("--named-rows", default="{}", help='JSON {"name": {"row": KNOWN_ROW, overrides...}}')
     parser.add_argument("--rows-per-pattern", default="{}", help='JSON {"PATTERN[@SPARSITY]": [rows]}')
 
@@ -101,6 +119,7 @@ def main(argv=None) -> int:
             "eval": list(EVAL_TEXTS),
             "extra_config": json.loads(args.extra_config),
             "named_rows": json.loads(args.named_rows),
+            "validation_windows": args.validation_windows,
         }
 
     return protocol.main(parser, argv, __file__, build_specs, to_markdown, describe)

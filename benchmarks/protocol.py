@@ -49,8 +49,8 @@ TEST_TEXTS = {
     "test-shakespeare": DATA / "tinyshakespeare" / "input.txt",
 }
 LABELS = {
-    "valid-wikitext": "ppl wiki valid",
-    "valid-pride": "ppl pride",
+    "valid-wikitext": "ppl wiki valid (val)",
+    "valid-pride": "ppl pride (val)",
     "test-wikitext": "ppl wiki test",
     "test-shakespeare": "ppl shakespeare",
 }
@@ -283,6 +283,9 @@ def run_row(spec: dict, prune=None) -> dict:
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     windows, _ = calibration(tokenizer, spec["calibration_samples"])
     eval_ids = texts(tokenizer, spec["eval"], spec["eval_windows"], spec["calibration_samples"])
+    if spec.get("validation_windows"):
+        # Validation columns beside the test ones: a configuration is chosen on these, never on the test texts.
+        eval_ids.update(texts(tokenizer, VALIDATION_TEXTS, spec["validation_windows"], spec["calibration_samples"]))
     rss_before = resident_memory()
     log(spec, f"pruning (calibration {tuple(windows.shape)}, RSS {rss_before / 2**20:.0f} MiB)")
     model, info = prune(model, tokenizer, windows, spec)
