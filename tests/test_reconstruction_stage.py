@@ -97,3 +97,19 @@ def test_failure_midway_leaves_blocks_done_or_untouched(monkeypatch):
 def test_global_group_is_refused_block_by_block():
     with pytest.raises(ValueError, match="global"):
         _config(comparison_group="global")
+
+
+def test_stages_follow_the_inputs_each_layer_reads():
+    from hf_gradprobe.core.layers import group_by_block
+    from hf_gradprobe.oneshot.pipeline import BlockPipeline
+    from hf_gradprobe.oneshot.pruner import OneShotPruner
+
+    model = make_tiny_llama()
+    pruner = OneShotPruner(model, _config(), _windows(), None, progress=False)
+    pipeline = BlockPipeline(model, _windows(), 2, pruner.device)
+    hidden = pipeline.first_inputs()
+    _, layers = group_by_block(pruner.layers)[0]
+    for _ in range(3):  # freed inputs' ids get reused from one call to the next: stages must not depend on them
+        stages = pruner._input_stages(pipeline, 0, layers, hidden)
+        names = [[layer.name.rsplit(".", 1)[-1] for layer in stage] for stage in stages]
+        assert names == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]

@@ -324,12 +324,13 @@ class OneShotPruner:
 
     def _input_stages(self, pipeline: BlockPipeline, index: int, layers, hidden) -> list[list[PrunableLayer]]:
         """The block's layers grouped by the input tensor they read, in call order (one forward on one window)."""
-        order: list[tuple[int, PrunableLayer]] = []
+        # The input tensors themselves are kept (not their id(): a freed tensor's id is reused by a later one).
+        order: list[tuple[torch.Tensor, PrunableLayer]] = []
         handles = []
         for layer in layers:
             handles.append(
                 layer.module.register_forward_pre_hook(
-                    lambda module, args, layer=layer: order.append((id(args[0]), layer))
+                    lambda module, args, layer=layer: order.append((args[0], layer))
                 )
             )
         try:
@@ -338,14 +339,16 @@ class OneShotPruner:
             for handle in handles:
                 handle.remove()
         stages: list[list[PrunableLayer]] = []
-        seen: dict[int, int] = {}
-        for key, layer in order:
+        inputs: list[torch.Tensor] = []
+        for tensor, layer in order:
             if any(layer is other for stage in stages for other in stage):
                 continue
-            if key not in seen:
-                seen[key] = len(stages)
+            position = next((i for i, seen in enumerate(inputs) if seen is tensor), None)
+            if position is None:
+                position = len(stages)
+                inputs.append(tensor)
                 stages.append([])
-            stages[seen[key]].append(layer)
+            stages[position].append(layer)
         missing = [layer for layer in layers if not any(layer is other for stage in stages for other in stage)]
         if missing:
             raise RuntimeError(f"{missing[0].name} did not run in the forward pass of block {index}.")
