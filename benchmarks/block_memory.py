@@ -96,8 +96,9 @@ def main() -> int:
         "probe_windows": args.probe_windows,
         "config": json.loads(args.config),
     }
+    # The child's stderr passes through, so a failure shows its traceback.
     out = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--child", json.dumps(spec)], check=True, stdout=subprocess.PIPE, text=True
     )
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}"

@@ -300,10 +300,12 @@ class OneShotPruner:
         backup = [layer.weight.detach().clone() for layer in layers]
         try:
             stages = self._input_stages(pipeline, index, layers, hidden)
-            parallel = cfg.reconstruction_order == "parallel"
-            collector = HessianCollector(layers if parallel else stages[0])
+            # The block's own probe proposes candidates for every layer from the block's input, so it needs every
+            # layer's statistics at once, as the parallel order does.
+            every_layer = cfg.reconstruction_order == "parallel" or (cfg.probe and upfront is None)
+            collector = HessianCollector(layers if every_layer else stages[0])
             # Each statistics pass stops once its last layer ran: the rest of the block is not needed.
-            last = stages[-1][-1] if parallel else stages[0][-1]
+            last = stages[-1][-1] if every_layer else stages[0][-1]
             pipeline.run_block(index, hidden, hooks=collector, until=last.module)
             probed = upfront
             if cfg.probe and upfront is None:
