@@ -39,7 +39,14 @@ def _args(model_dir, data, *extra):
     ]
 
 
-@pytest.mark.parametrize("extra", [[], ["--layerwise", "--pattern", "2:4"], ["--no-probe", "--strategy", "magnitude"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--layerwise", "--pattern", "2:4"],
+        ["--probe", "false", "--strategy", "magnitude", "--reconstruction", "none"],
+    ],
+)
 def test_prune_json_and_loadable_output(saved, capsys, extra):
     model_dir, data, root = saved
     out = root / ("out" + "".join(extra).replace(":", "").replace("-", "_"))
@@ -104,7 +111,7 @@ def test_config_flags_reach_the_config(saved, capsys, monkeypatch):
     [
         (["--target_sparsity", "1.5"], "`target_sparsity` must be in [0, 1)"),
         (["--pattern", "4:2"], "`pattern`"),
-        (["--num-probe-samples", "9"], "num_probe_samples"),
+        (["--probe", "true", "--num-probe-samples", "9"], "num_probe_samples"),
     ],
 )
 def test_bad_values_exit_2_with_the_argument_named(saved, capsys, extra, message):
@@ -135,13 +142,13 @@ def parsed(monkeypatch):
 
 def test_readme_main_job_parses(parsed):
     args, config, prune_args, _ = parsed(
-        *["smollm2-135m", "--target_sparsity", "0.5", "--strategy", "wanda"],
+        *["smollm2-135m", "--target_sparsity", "0.5"],
         *["--calibration", "../shared/data/wikitext-2/valid.txt"],
         *["--eval_data", "../shared/data/wikitext-2-raw/wiki.test.raw", "--eval_max_windows", "32"],
         *["--output_dir", "pruned-smollm2", "--overwrite"],
     )
     assert args.model == "smollm2-135m" and (config.target_sparsity, config.strategy) == (0.5, "wanda")
-    assert config.probe and not config.layerwise
+    assert not config.probe and not config.layerwise and config.reconstruction == "admm"  # the best configuration
     assert (prune_args.calibration, prune_args.eval_data) == (
         "../shared/data/wikitext-2/valid.txt",
         "../shared/data/wikitext-2-raw/wiki.test.raw",
@@ -157,7 +164,7 @@ def test_underscore_and_dash_spellings(parsed, dash):
 
     _, config, prune_args, model_args = parsed(
         "m",
-        *(flag("target_sparsity"), "0.25", flag("comparison_group"), "per_layer", flag("no_probe")),
+        *(flag("target_sparsity"), "0.25", flag("comparison_group"), "per_layer", flag("probe"), "false"),
         *(flag("num_calibration_samples"), "8", flag("calibration_seed"), "3"),
         *(flag("probe_gradient_checkpointing"), flag("output_dir"), "out", flag("eval_max_windows"), "4"),
         *(
@@ -285,8 +292,9 @@ def test_unknown_keys_warn_on_load(tmp_path):
 
 
 def test_method_name():
-    assert GradProbeConfig().method == "gradprobe-wanda"
-    assert GradProbeConfig(probe=False, strategy="magnitude").method == "magnitude"
+    assert GradProbeConfig().method == "wanda-admm"
+    assert GradProbeConfig(probe=True, reconstruction="none").method == "gradprobe-wanda"
+    assert GradProbeConfig(strategy="magnitude", reconstruction="none").method == "magnitude"
     assert torch.float16 == GradProbeConfig().storage_dtype
 
 

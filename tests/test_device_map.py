@@ -13,7 +13,12 @@ def _windows(n=6, length=24):
 
 
 def _config(**kw):
-    return GradProbeConfig(num_calibration_samples=6, calibration_seq_len=24, num_probe_samples=3, **kw)
+    return GradProbeConfig(
+        num_calibration_samples=6,
+        calibration_seq_len=24,
+        num_probe_samples=3,
+        **{"reconstruction": "none", "probe": True, **kw},
+    )
 
 
 def _assert_exact_rows(model, sparsity=0.5):

@@ -419,6 +419,7 @@ def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llam
         tiny_llama,
         strategy="magnitude",
         probe=False,
+        reconstruction="none",
         target_sparsity=0.3,
         pattern="unstructured",
         comparison_group="per_layer",
@@ -435,7 +436,12 @@ def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llam
 
     config = hf_gradprobe.GradProbeConfig.from_pretrained(folder)
     assert config == hf_gradprobe.GradProbeConfig(
-        strategy="magnitude", probe=False, target_sparsity=0.3, pattern="unstructured", comparison_group="per_layer"
+        strategy="magnitude",
+        probe=False,
+        reconstruction="none",
+        target_sparsity=0.3,
+        pattern="unstructured",
+        comparison_group="per_layer",
     )
     # A later change to the weights moves the measured sparsity, never the recorded target.
     with torch.no_grad():
@@ -448,7 +454,13 @@ def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llam
 def test_prune_pretrained_returns_the_tokenizer_it_loaded(tiny_llama, tiny_tokenizer, tmp_path):
     tiny_llama.save_pretrained(tmp_path / "base")
     tiny_tokenizer.save_pretrained(tmp_path / "base")
-    settings = {"strategy": "magnitude", "probe": False, "target_sparsity": 0.5, "progress": False}
+    settings = {
+        "strategy": "magnitude",
+        "probe": False,
+        "reconstruction": "none",
+        "target_sparsity": 0.5,
+        "progress": False,
+    }
     model, tokenizer = hf_gradprobe.prune_pretrained(str(tmp_path / "base"), return_tokenizer=True, **settings)
     assert tokenizer is not None and tokenizer("a b c").input_ids == tiny_tokenizer("a b c").input_ids
     assert model.pruning_report.sparsity == pytest.approx(0.5, abs=0.01)  # the report stays on the model

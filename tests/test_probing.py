@@ -174,7 +174,7 @@ def test_kl_probe_loss_changes_the_decision_and_refuses_a_gradient_threshold():
     reports = {}
     for probe_loss in ("lm", "kl"):
         model = make_tiny_llama()
-        config = hg.GradProbeConfig(probe_loss=probe_loss, **base)
+        config = hg.GradProbeConfig(probe=True, reconstruction="none", probe_loss=probe_loss, **base)
         reports[probe_loss] = hg.prune_pretrained(
             model, config, calibration=windows, return_report=True, progress=False
         )

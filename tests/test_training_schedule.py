@@ -182,7 +182,7 @@ def test_no_probe_ignores_probe_only_limits(tmp_path):
     assert config.probe is False
     parser = HfArgumentParser((GradProbeConfig, PruningTrainingArguments))
     config, _ = parser.parse_args_into_dataclasses(
-        ["--no_probe", "--num_calibration_samples", "4", "--output_dir", str(tmp_path), "--report_to", "none"]
+        ["--probe", "false", "--num_calibration_samples", "4", "--output_dir", str(tmp_path), "--report_to", "none"]
     )
     assert config.probe is False and config.num_calibration_samples == 4
 

@@ -157,10 +157,13 @@ def tiny_gradprobe_config(**overrides):
     """A GradProbeConfig sized for `token_windows()`; ``overrides`` replace its fields."""
     from hf_gradprobe import GradProbeConfig
 
+    # The mask tests look at masks alone; the reconstruction tests ask for it.
     base = {
         "num_calibration_samples": 6,
         "calibration_seq_len": 24,
         "num_probe_samples": 3,
         "calibration_batch_size": 2,
+        "reconstruction": "none",
+        "probe": True,
     }
     return GradProbeConfig(**{**base, **overrides})

@@ -66,7 +66,13 @@ class GradProbeConfig:
             "N:M overrides `target_sparsity` and `comparison_group`."
         },
     )
-    probe: bool = field(default=True, metadata={"help": "Gradient probing on; False gives the plain strategy."})
+    probe: bool = field(
+        default=False,
+        metadata={
+            "help": "Gradient probing of the strategy's candidates. Off by default: on validation text it did not improve "
+            "on Wanda with reconstruction (see the README); True turns it on."
+        },
+    )
     reduction_factor: float = field(
         default=0.1, metadata={"help": "Candidates are multiplied by this factor while gradients are re-measured."}
     )
@@ -136,7 +142,7 @@ class GradProbeConfig:
         },
     )
     reconstruction: str = field(
-        default="none",
+        default="admm",
         metadata={
             "help": "Update the kept weights after pruning so each layer's output on the calibration data is "
             "preserved: 'admm' (least squares on the fixed mask by ADMM), 'sparsegpt' (OBS column sweep on the "

@@ -205,8 +205,9 @@ def prune_pretrained(
     if needs_data:
         if calibration is None:
             raise ValueError(
-                f"`calibration` is required for strategy={config.strategy!r} with probe={config.probe}: give a text "
-                "file, a datasets name, a list of texts or a tensor of token windows."
+                f"`calibration` is required for strategy={config.strategy!r} with probe={config.probe} and "
+                f"reconstruction={config.reconstruction!r}: give a text file, a datasets name, a list of texts or a "
+                "tensor of token windows (data-free pruning: strategy='magnitude', probe=False, reconstruction='none')."
             )
         windows, calibration_info = _calibration(calibration, tokenizer, config)
         _check_windows(windows, model)
