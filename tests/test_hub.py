@@ -415,17 +415,15 @@ def test_metadata_defaults_and_measurement(tiny_llama, all_logs):
 
 
 def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llama, tmp_path):
-    model, report = hf_gradprobe.prune_pretrained(
-        tiny_llama,
-        strategy="magnitude",
-        probe=False,
-        reconstruction="none",
-        target_sparsity=0.3,
-        pattern="unstructured",
-        comparison_group="per_layer",
-        return_report=True,
-        progress=False,
-    )
+    settings = {
+        "strategy": "magnitude",
+        "probe": False,
+        "reconstruction": "none",
+        "target_sparsity": 0.3,
+        "pattern": "unstructured",
+        "comparison_group": "per_layer",
+    }
+    model, report = hf_gradprobe.prune_pretrained(tiny_llama, return_report=True, progress=False, **settings)
     folder = save_pruned(model, tmp_path / "out")
     text = (folder / PRUNING_CONFIG_NAME).read_text()
     meta = json.loads(text)
@@ -435,14 +433,7 @@ def test_saved_config_is_nested_once_and_reads_back_as_the_config_used(tiny_llam
     assert meta["sparsity"] == measure_sparsity(model).sparsity  # the measured figure, not the target
 
     config = hf_gradprobe.GradProbeConfig.from_pretrained(folder)
-    assert config == hf_gradprobe.GradProbeConfig(
-        strategy="magnitude",
-        probe=False,
-        reconstruction="none",
-        target_sparsity=0.3,
-        pattern="unstructured",
-        comparison_group="per_layer",
-    )
+    assert config == hf_gradprobe.GradProbeConfig(**settings)
     # A later change to the weights moves the measured sparsity, never the recorded target.
     with torch.no_grad():
         find_prunable_layers(model)[0].weight.zero_()
