@@ -115,3 +115,32 @@ def test_stages_follow_the_inputs_each_layer_reads():
         stages = pruner._input_stages(pipeline, 0, layers, hidden)
         names = [[layer.name.rsplit(".", 1)[-1] for layer in stage] for stage in stages]
         assert names == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+
+
+def test_layers_sharing_an_input_share_one_hessian_equal_to_their_own():
+    from hf_gradprobe.core.layers import group_by_block
+    from hf_gradprobe.oneshot.pipeline import BlockPipeline
+    from hf_gradprobe.oneshot.pruner import HessianCollector, OneShotPruner
+
+    model = make_tiny_llama()
+    pruner = OneShotPruner(model, _config(), _windows(), None, progress=False)
+    pipeline = BlockPipeline(model, _windows(), 2, pruner.device)
+    hidden = pipeline.first_inputs()
+    _, layers = group_by_block(pruner.layers)[0]
+    stages = pruner._input_stages(pipeline, 0, layers, hidden)
+    seen = {layer.name: [] for layer in layers}
+    handles = [
+        layer.module.register_forward_pre_hook(lambda m, args, name=layer.name: seen[name].append(args[0].clone()))
+        for layer in layers
+    ]
+    collector = HessianCollector(stages)
+    try:
+        pipeline.run_block(0, hidden, hooks=collector)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(collector._handles) == 0 and len(collector._accumulators) == len(stages) < len(layers)
+    for layer in layers:
+        x = torch.cat(seen[layer.name]).reshape(-1, layer.out_in(layer.weight).shape[1]).double()
+        torch.testing.assert_close(collector.hessian(layer.name).double(), x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(collector.sq_norms()[layer.name].double(), (x * x).sum(0), rtol=1e-4, atol=1e-5)

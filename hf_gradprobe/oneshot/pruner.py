@@ -303,7 +303,7 @@ class OneShotPruner:
             # The block's own probe proposes candidates for every layer from the block's input, so it needs every
             # layer's statistics at once, as the parallel order does.
             every_layer = cfg.reconstruction_order == "parallel" or (cfg.probe and upfront is None)
-            collector = HessianCollector(layers if every_layer else stages[0])
+            collector = HessianCollector(stages if every_layer else stages[:1])
             # Each statistics pass stops once its last layer ran: the rest of the block is not needed.
             last = stages[-1][-1] if every_layer else stages[0][-1]
             pipeline.run_block(index, hidden, hooks=collector, until=last.module)
@@ -312,7 +312,7 @@ class OneShotPruner:
                 probed = self._block_probe(pipeline, index, layers, hidden, collector.sq_norms())
             for number, stage in enumerate(stages):
                 if number and cfg.reconstruction_order == "sequential":
-                    collector = HessianCollector(stage)
+                    collector = HessianCollector([stage])
                     pipeline.run_block(index, hidden, hooks=collector, until=stage[-1].module)
                 norms = collector.sq_norms() if cfg.strategy == "wanda" else None
                 self._decide_with(stage, norms, probed)
@@ -382,21 +382,25 @@ class OneShotPruner:
 
 
 class HessianCollector:
-    """Forward pre-hooks accumulating each layer's ``H = X^T X`` (fp32, beside the weight) while active."""
+    """Forward pre-hooks accumulating ``H = X^T X`` (fp32, beside the weights) while active.
 
-    def __init__(self, layers: Sequence[PrunableLayer]):
-        self.accumulators = {
-            layer.name: HessianAccumulator(layer.out_in(layer.weight).shape[1], device=layer.weight.device)
-            for layer in layers
-        }
-        self.layers = list(layers)
+    ``stages`` are groups of layers that read the same input tensor (q/k/v; gate/up): each group shares one
+    accumulator, hooked on its first layer, so the product is computed once per input rather than once per layer.
+    """
+
+    def __init__(self, stages: Sequence[Sequence[PrunableLayer]]):
+        self.stages = [list(stage) for stage in stages]
+        self._accumulators = [
+            HessianAccumulator(stage[0].out_in(stage[0].weight).shape[1], device=stage[0].weight.device)
+            for stage in self.stages
+        ]
+        self._stage_of = {layer.name: i for i, stage in enumerate(self.stages) for layer in stage}
         self._handles = []
 
     def __enter__(self) -> Self:
-        for layer in self.layers:
-            accumulator = self.accumulators[layer.name]
+        for stage, accumulator in zip(self.stages, self._accumulators, strict=True):
             self._handles.append(
-                layer.module.register_forward_pre_hook(
+                stage[0].module.register_forward_pre_hook(
                     lambda module, args, accumulator=accumulator: accumulator.add(args[0])
                 )
             )
@@ -408,8 +412,9 @@ class HessianCollector:
         self._handles.clear()
 
     def hessian(self, name: str) -> torch.Tensor:
-        return self.accumulators.pop(name).hessian
+        """The mean ``X^T X`` of the input of layer ``name`` (a new tensor)."""
+        return self._accumulators[self._stage_of[name]].hessian
 
     def sq_norms(self) -> dict[str, torch.Tensor]:
         """Per input feature, the sum over tokens of ``x_j**2``: the diagonal of the summed ``X^T X`` (Wanda)."""
-        return {name: acc.H.diagonal().clone() for name, acc in self.accumulators.items()}
+        return {name: self._accumulators[i].H.diagonal().clone() for name, i in self._stage_of.items()}
