@@ -120,14 +120,18 @@ def test_plain_trainer_resumes_a_moved_checkpoint(tmp_path, caplog, method):
 
 @pytest.mark.parametrize(
     ("overrides", "name"),
-    [({"fsdp": "full_shard"}, "FSDP"), ({"deepspeed": {"train_batch_size": 8}}, "DeepSpeed")],
+    [
+        ({"fsdp": True, "fsdp_plugin_args": {"fsdp_version": 1}}, "FSDP1"),
+        ({"deepspeed": {"train_batch_size": 8}}, "DeepSpeed"),
+    ],
 )
 def test_sharded_training_is_refused_at_train_begin(tmp_path, overrides, name):
+    # FSDP2 is supported (tests/test_fsdp.py); FSDP1 and DeepSpeed are refused in one line naming them.
     args = make_args(tmp_path, TrainingArguments, max_steps=1)
     for key, value in overrides.items():
         object.__setattr__(args, key, value)  # a configuration check: no process group or DeepSpeed needed
     callback = PruningCallback("magnitude", 0.5)
-    with pytest.raises(ValueError, match=f"{name}.*single-process and DDP"):
+    with pytest.raises(ValueError, match=f"does not support {name}.*single-process, DDP and FSDP2"):
         callback.on_train_begin(args, TrainerState(max_steps=1), TrainerControl(), model=make_tiny_llama())
 
 
@@ -142,7 +146,10 @@ def test_dtensor_parameters_are_refused(tmp_path, monkeypatch):
     layer = model.model.layers[0].mlp.up_proj
     layer.weight = torch.nn.Parameter(layer.weight.detach().as_subclass(FakeDTensor))
     args = make_args(tmp_path, TrainingArguments, max_steps=1)
-    with pytest.raises(ValueError, match="FSDP2.*DTensor.*single-process and DDP"):
+    with pytest.raises(
+        ValueError,
+        match="DTensor parameters such as model.layers.0.mlp.up_proj.weight.*tensor parallelism or HSDP.*FSDP2",
+    ):
         PruningCallback("magnitude", 0.5).on_train_begin(
             args, TrainerState(max_steps=1), TrainerControl(), model=model
         )

@@ -10,12 +10,15 @@ Conventions used everywhere in the package:
   N:M groups run along the input dimension, as sparse tensor cores expect.
 * Ties are broken by position: among equal scores the one with the lower flat index is pruned first,
   so the same scores always give the same mask on every process.
+* Scores split by rows across processes (FSDP2's ``Shard(0)``) are described by a :class:`RowShards`: every
+  function taking one decides the same masks as on the whole matrices, each process getting its own rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers.utils import logging
@@ -29,6 +32,41 @@ COMPARISON_GROUPS = ("per_row", "per_layer", "global")
 # seeded sampled threshold (see `sampled_threshold` for its error).
 EXACT_LIMIT = 2**24
 DEFAULT_SAMPLE_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class RowShards:
+    """How score matrices are split by rows across the processes of a group (FSDP2's ``Shard(0)``).
+
+    ``counts[i][r]`` is the number of rows of matrix ``i`` that process ``r`` holds, in row order (process 0
+    holds the first rows); this process is ``rank``. The collectives are given by the caller, so this module
+    stays free of `torch.distributed`: ``gather(local, counts)`` returns the whole matrix (the processes' rows
+    concatenated) on every process, ``sum_(tensor)`` sums a tensor over the processes in place.
+    """
+
+    counts: Sequence[Sequence[int]]
+    rank: int
+    gather: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+    sum_: Callable[[torch.Tensor], torch.Tensor]
+
+    def row_range(self, index: int) -> tuple[int, int]:
+        """The rows ``[start, stop)`` of matrix ``index`` this process holds."""
+        counts = self.counts[index]
+        start = sum(counts[: self.rank])
+        return start, start + counts[self.rank]
+
+    def numel(self, index: int, local: torch.Tensor) -> int:
+        """The number of entries of the whole matrix ``index``, given this process's rows ``local``."""
+        return sum(self.counts[index]) * math.prod(local.shape[1:])
+
+    def flat_offset(self, index: int, local: torch.Tensor) -> int:
+        """Where this process's rows ``local`` start in the flattened whole matrix ``index``."""
+        return self.row_range(index)[0] * math.prod(local.shape[1:])
+
+    def own_rows(self, index: int, whole: torch.Tensor) -> torch.Tensor:
+        """This process's rows of ``whole`` (a tensor shaped like the whole matrix ``index``)."""
+        start, stop = self.row_range(index)
+        return whole[start:stop]
 
 
 def validate_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -147,7 +185,13 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 def sampled_threshold(
-    scores: Sequence[torch.Tensor], sparsity: float, sample_fraction: float = DEFAULT_SAMPLE_FRACTION, seed: int = 0
+    scores: Sequence[torch.Tensor],
+    sparsity: float,
+    sample_fraction: float = DEFAULT_SAMPLE_FRACTION,
+    seed: int = 0,
+    *,
+    shards: RowShards | None = None,
+    indices: Sequence[int] | None = None,
 ) -> float:
     """Estimate the global score threshold at ``sparsity`` from a uniform sample of the pooled scores.
 
@@ -156,6 +200,11 @@ def sampled_threshold(
     CPU for accelerator tensors), so every process of a distributed run that holds the same scores on
     the same kind of device draws the same positions and gets the same threshold. The threshold is the
     sample's quantile at ``sparsity``.
+
+    With ``shards`` (``indices`` name each tensor's matrix in it, default 0, 1, ...) every process holds some
+    rows of each matrix: the positions are drawn over the whole matrices, each process fills in the sampled
+    values it holds and ``shards.sum_`` completes the sample, so the threshold is the one a single process
+    holding the whole matrices would find.
 
     Error: with ``m`` sampled values, the fraction of the pool below the threshold has a standard
     deviation of ``sqrt(p (1 - p) / m)`` around ``p = sparsity`` (binomial sampling of the quantile):
@@ -167,24 +216,36 @@ def sampled_threshold(
         raise ValueError(f"`sample_fraction` must be in (0, 1], got {sample_fraction!r}.")
     device = scores[0].device if len(scores) else torch.device("cpu")
     generator = torch.Generator(device=device).manual_seed(int(seed))
+    indices = list(range(len(scores))) if indices is None else list(indices)
     samples = []
-    for tensor in scores:
+    for tensor, index in zip(scores, indices, strict=True):
         flat = tensor.detach().reshape(-1)
-        count = max(1, math.ceil(sample_fraction * flat.numel()))
-        idx = torch.randint(flat.numel(), (count,), generator=generator, device=device)
-        samples.append(_as_fp32(flat[idx.to(flat.device)]).to(device))
+        numel = flat.numel() if shards is None else shards.numel(index, tensor)
+        count = max(1, math.ceil(sample_fraction * numel))
+        idx = torch.randint(numel, (count,), generator=generator, device=device)
+        if shards is None:
+            samples.append(_as_fp32(flat[idx.to(flat.device)]).to(device))
+            continue
+        # The sampled positions this process holds; the others stay 0 here and are filled in by their owner.
+        local = idx - shards.flat_offset(index, tensor)
+        held = (local >= 0) & (local < flat.numel())
+        values = torch.zeros(count, dtype=torch.float32, device=device)
+        values[held] = _as_fp32(flat[local[held].to(flat.device)]).to(device)
+        samples.append(values)
     pooled = torch.cat(samples)
+    if shards is not None:
+        pooled = shards.sum_(pooled)
     k = num_to_prune(pooled.numel(), sparsity)
     if k == 0:
         return -math.inf
     return pooled.kthvalue(k).values.item()
 
 
-def _sampled_masks(scores, sparsity, sample_fraction, seed) -> list[torch.Tensor]:
+def _sampled_masks(scores, sparsity, sample_fraction, seed, shards=None, indices=None) -> list[torch.Tensor]:
     if sparsity == 0.0:
         # The threshold would be -inf and `<=` would still prune -inf scores: prune nothing, as the exact path.
         return [torch.zeros_like(t, dtype=torch.bool) for t in scores]
-    threshold = sampled_threshold(scores, sparsity, sample_fraction, seed)
+    threshold = sampled_threshold(scores, sparsity, sample_fraction, seed, shards=shards, indices=indices)
     return [(s <= threshold) & _prunable(s) for s in map(_as_fp32, scores)]
 
 
@@ -212,6 +273,7 @@ def select_masks(
     exact_limit: int = EXACT_LIMIT,
     sample_fraction: float | None = None,
     seed: int = 0,
+    shards: RowShards | None = None,
 ) -> list[torch.Tensor]:
     """Masks (True = pruned) for a list of (out, in) score matrices: the one place thresholds are chosen.
 
@@ -224,6 +286,12 @@ def select_masks(
     ``per_layer``, all of them for ``global``) is decided exactly while it holds at most ``exact_limit`` scores and
     no ``sample_fraction`` is asked for; otherwise the threshold is estimated by :func:`sampled_threshold` from a
     seeded sample (``sample_fraction``, default 2%), the same on every process, with its documented error.
+
+    With ``shards``, ``scores`` are this process's rows of each matrix (see :class:`RowShards`) and the masks of
+    those rows are returned, the same as the whole matrices would give: rows and N:M groups are decided where
+    they are; an exact pool is gathered whole on every process (at most ``exact_limit`` scores, as without
+    shards), a sampled threshold is agreed on through ``shards.sum_``. Counts (``round(sparsity * numel)``, the
+    sample sizes) are those of the whole matrices.
     """
     scores = list(scores)
     nm = parse_nm_pattern(pattern)
@@ -232,15 +300,22 @@ def select_masks(
     if comparison_group not in COMPARISON_GROUPS:
         raise ValueError(f"`comparison_group` must be one of {list(COMPARISON_GROUPS)}, got {comparison_group!r}.")
     fraction = DEFAULT_SAMPLE_FRACTION if sample_fraction is None else sample_fraction
+    numels = [t.numel() if shards is None else shards.numel(i, t) for i, t in enumerate(scores)]
     if comparison_group == "global":
         if isinstance(sparsity, (list, tuple)):
             raise ValueError("`comparison_group`='global' takes one sparsity for the whole pool, not a list.")
         sparsity = validate_sparsity(sparsity)
         if not scores:
             return []
-        if sample_fraction is None and sum(t.numel() for t in scores) <= exact_limit:
-            return _pooled_lowest_k(scores, sparsity)
-        return _sampled_masks(scores, sparsity, fraction, seed)
+        if sample_fraction is None and sum(numels) <= exact_limit:
+            if shards is None:
+                return _pooled_lowest_k(scores, sparsity)
+            whole = [shards.gather(t, shards.counts[i]) for i, t in enumerate(scores)]
+            masks = _pooled_lowest_k(whole, sparsity)
+            return [
+                shards.own_rows(i, mask).to(t.device) for i, (mask, t) in enumerate(zip(masks, scores, strict=True))
+            ]
+        return _sampled_masks(scores, sparsity, fraction, seed, shards)
     sparsities = list(sparsity) if isinstance(sparsity, (list, tuple)) else [sparsity] * len(scores)
     if len(sparsities) != len(scores):
         raise ValueError(f"`sparsity` lists {len(sparsities)} values for {len(scores)} score matrices.")
@@ -249,10 +324,15 @@ def select_masks(
         value = validate_sparsity(value)
         if comparison_group == "per_row":
             masks.append(per_row_mask(score, value))
-        elif sample_fraction is None and score.numel() <= exact_limit:
-            masks.append(lowest_k_mask(score, value))
+        elif sample_fraction is None and numels[index] <= exact_limit:
+            if shards is None:
+                masks.append(lowest_k_mask(score, value))
+            else:
+                whole = lowest_k_mask(shards.gather(score, shards.counts[index]), value)
+                masks.append(shards.own_rows(index, whole).to(score.device))
         else:
-            masks.append(_sampled_masks([score], value, fraction, seed + 7919 * index)[0])
+            seed_of_layer = seed + 7919 * index
+            masks.append(_sampled_masks([score], value, fraction, seed_of_layer, shards, [index])[0])
     return masks
 
 

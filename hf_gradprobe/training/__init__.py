@@ -4,8 +4,9 @@
 `PruningCallback` (callback) runs the lifecycle inside any `Trainer`; `PruningTrainer` (trainer) wires it in
 from `PruningTrainingArguments` (arguments). One concept per module: `schedule` (sparsity ramp, step options),
 `importance` (scores), `selection` (masks and threshold), `optimizer` (AdamW state, skipped steps),
-`distributed` (same masks on every rank), `state` (checkpointed masks and counters, resume), `logs`
-(`pruning/*` metrics), `lora` (merging LoRA adapters into a pruned model without losing its zeros).
+`distributed` (same masks on every DDP rank, row shards under FSDP2), `state` (checkpointed masks and
+counters, resume), `logs` (`pruning/*` metrics), `lora` (merging LoRA adapters into a pruned model without
+losing its zeros).
 """
 
 from .arguments import PruningTrainingArguments, apply_step_budget, resolve_pruning_options

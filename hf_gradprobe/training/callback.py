@@ -9,6 +9,7 @@ It orchestrates the other modules of the package's training part: `schedule` (wh
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -20,26 +21,43 @@ from transformers.utils import logging
 from ..core.layers import PrunableLayer, find_prunable_layers
 from ..core.masking import EXACT_LIMIT, apply_mask_
 from .arguments import check_on_nonfinite, resolve_pruning_options
-from .distributed import broadcast_masks_, ddp_inactive_message, is_distributed
+from .distributed import (
+    broadcast_masks_,
+    ddp_inactive_message,
+    dtensor_class,
+    is_distributed,
+    is_sharded,
+    local_tensor,
+    row_shards,
+    unsupported_placement,
+    values_of_ranks,
+)
 from .importance import accumulate_movement_, method_scores
 from .logs import LOG_PREFIX, is_training_log, pruning_logs
 from .optimizer import (
     DEFAULT_BETA1,
     beta1_of,
     check_optimizer,
+    local_param_state,
     loss_scale,
-    param_state,
     step_was_skipped,
     unwrap_optimizer,
     zero_pruned_state_,
 )
 from .schedule import is_update_step, resolve_steps, scheduled_sparsity
-from .selection import PRUNED_SCORE, count_pruned, select_training_masks, selection_threshold
+from .selection import (
+    PRUNED_SCORE,
+    count_pruned,
+    select_training_masks,
+    selection_threshold,
+    sharded_per_row_message,
+)
 from .state import (
     PRUNING_STATE_NAME,
     checkpoint_folder,
     load_pruning_state,
     save_pruning_state,
+    sharded_state_name,
     state_file_to_resume,
 )
 
@@ -91,25 +109,55 @@ def move_to_front(trainer, callback) -> bool:
     return True
 
 
+def fsdp_version(args, trainer=None) -> int | None:
+    """The FSDP version the run asks for (Accelerate's plugin, else `TrainingArguments`), None without FSDP."""
+    plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "fsdp_plugin", None)
+    if plugin is not None:
+        return int(getattr(plugin, "fsdp_version", 1) or 1)
+    if not getattr(args, "fsdp", None):
+        return None
+    plugin_args = getattr(args, "fsdp_plugin_args", None) or {}
+    config = getattr(args, "fsdp_config", None) or {}
+    # transformers 5 builds FSDP2 unless `fsdp_config` asks for version 1.
+    return int(plugin_args.get("fsdp_version", config.get("version", config.get("fsdp_version", 2))))
+
+
 def sharded_training_message(args, model, trainer=None) -> str | None:
-    """Why this run cannot prune while training (FSDP, DeepSpeed, DTensor parameters), or None."""
+    """Why this run cannot prune while training (FSDP1, DeepSpeed, tensor parallelism), or None.
+
+    Single-process, DDP and FSDP2 (`fully_shard`: DTensor parameters split by rows) runs are supported.
+    """
     why = None
-    if getattr(args, "fsdp", None) or getattr(trainer, "is_fsdp_enabled", False):
-        why = "FSDP (`fsdp` is set)"
-    elif getattr(args, "deepspeed", None) or getattr(trainer, "is_deepspeed_enabled", False):
-        why = "DeepSpeed (`deepspeed` is set)"
-    elif model is not None:
+    version = fsdp_version(args, trainer)
+    fsdp1_modules = False
+    if model is not None:
         try:
-            from torch.distributed.tensor import DTensor
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            fsdp1_modules = any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
         except ImportError:  # pragma: no cover - torch without distributed
-            DTensor = None
-        if DTensor is not None and any(isinstance(p, DTensor) for p in model.parameters()):
-            why = "FSDP2/tensor parallelism (the model holds DTensor parameters)"
+            pass
+    if getattr(args, "deepspeed", None) or getattr(trainer, "is_deepspeed_enabled", False):
+        why = (
+            "DeepSpeed (`deepspeed` is set: its ZeRO partitions hide the weights and moments per tensor); shard "
+            'with FSDP2 instead: `fsdp=True, fsdp_config={"version": 2}`'
+        )
+    elif fsdp1_modules or version == 1:
+        why = (
+            "FSDP1 (`fsdp` with FSDP version 1: flat parameters hide the weights and moments per tensor); use "
+            'FSDP2 instead: `fsdp_config={"version": 2}` (the default of transformers 5) or `fsdp_version: 2` in '
+            "the Accelerate config"
+        )
+    elif model is not None and dtensor_class() is not None:
+        for name, param in model.named_parameters():
+            if is_sharded(param) and unsupported_placement(param):
+                why = f"DTensor parameters such as {name} with {unsupported_placement(param)}"
+                break
     if why is None:
         return None
     return (
-        f"PruningCallback does not support {why}: pruning while training supports single-process and DDP "
-        "training only (sharded weights and optimizer state cannot be masked and scored per tensor)."
+        f"PruningCallback does not support {why}. Pruning while training supports single-process, DDP and FSDP2 "
+        "training."
     )
 
 
@@ -125,6 +173,10 @@ class PruningCallback(TrainerCallback):
       schedule, score the weights (one read of the optimizer state), find the threshold, grow the masks and zero
       the pruned weights' optimizer moments; after every step, zero the pruned weights.
     * `on_save`: write masks and schedule state to `pruning_state.safetensors` in the checkpoint folder.
+
+    Under FSDP2 (DTensor weights and moments split by rows) each rank scores, masks and saves its own rows
+    (one `pruning_state-rankNNNNN-of-NNNNN.safetensors` per rank); thresholds are agreed on across ranks, so
+    the masks are those one process would choose; gradients are masked once reduce-scattered, before clipping.
     * `on_log`: add `pruning/*` metrics when the trainer did not already merge them (see [`PruningTrainer.log`]).
 
     Example:
@@ -203,6 +255,7 @@ class PruningCallback(TrainerCallback):
         self.pruned = 0
         self.total = 0
         self.rank_disagreements = 0  # mask entries where a rank's own choice differed from rank 0's
+        self.shards = None  # FSDP2: how the prunable weights are split by rows (masks are then this rank's rows)
         self.start = self.end = 0
         self._hooks: list = []
         self._seconds_since_log = 0.0
@@ -256,7 +309,17 @@ class PruningCallback(TrainerCallback):
         if drift:
             logger.warning_once(drift)
         self.layers = find_prunable_layers(model, targets=self.targets, ignore=self.ignore)
+        # A DTensor's numel is the whole weight's: the total is the model's on every rank.
         self.total = sum(layer.weight.numel() for layer in self.layers)
+        self.shards = row_shards([layer.weight for layer in self.layers])
+        if self.shards is None and fsdp_version(args, trainer) == 2 and is_distributed():
+            logger.warning_once(
+                "FSDP is configured but the prunable weights are not DTensors: the model is not sharded (Accelerate "
+                "enables FSDP on accelerators only and trains on CPU with DDP); pruning as for DDP."
+            )
+        transposed = any(layer.transposed for layer in self.layers)
+        if self.shards is not None and self.comparison_group == "per_row" and transposed:
+            raise ValueError(sharded_per_row_message(self.layers))
         self._resolve_steps(state.max_steps)
         torch_optimizer = unwrap_optimizer(optimizer)
         check_optimizer(self.method, torch_optimizer, self.layers)
@@ -269,7 +332,17 @@ class PruningCallback(TrainerCallback):
             resumed,
             self.resume_from_checkpoint,
             getattr(args, "resume_from_checkpoint", None),
+            name=self._state_name(),
         )
+        if self.shards is not None:
+            found = values_of_ranks(float(state_file is not None), self.shards, self._device())
+            if 0 < sum(found) < len(found):
+                missing = [rank for rank, value in enumerate(found) if not value]
+                raise ValueError(
+                    f"Resuming FSDP2 pruning at step {state.global_step}: ranks {missing} found no "
+                    f"{self._state_name()} of their own in the checkpoint. A sharded pruning state resumes on the "
+                    f"same number of ranks it was saved with, from a folder every rank can read."
+                )
         if state_file is not None:
             self._load(state_file)
         else:
@@ -277,18 +350,16 @@ class PruningCallback(TrainerCallback):
                 logger.warning(
                     f"Resuming at step {state.global_step} from "
                     f"{resumed or self.resume_from_checkpoint or checkpoint_folder(args.output_dir, state.global_step)} "
-                    f"without {PRUNING_STATE_NAME}: the masks are rebuilt "
+                    f"without {self._state_name()}: the masks are rebuilt "
                     "from the weights that are exactly zero and the schedule restarts from the global step."
                 )
                 self.optimizer_steps = state.global_step
             rebuild = self.method == "fixed" or state.global_step > 0
-            self.masks = [
-                (layer.weight.detach() == 0) if rebuild else torch.zeros_like(layer.weight, dtype=torch.bool)
-                for layer in self.layers
-            ]
+            weights = [local_tensor(layer.weight.data) for layer in self.layers]
+            self.masks = [(w == 0) if rebuild else torch.zeros_like(w, dtype=torch.bool) for w in weights]
             if self.method == "movement":
-                self.movement = [torch.zeros_like(layer.weight, dtype=torch.float32) for layer in self.layers]
-        self.pruned = count_pruned(self.masks)
+                self.movement = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
+        self.pruned = self._count_pruned()
         if self.method == "movement" and not any(layer.weight.requires_grad for layer in self.layers):
             raise ValueError(
                 "`pruning_method='movement'` scores weights from their gradients, but every prunable weight is "
@@ -298,7 +369,7 @@ class PruningCallback(TrainerCallback):
             empty = [
                 layer.param_name
                 for layer, mask in zip(self.layers, self.masks, strict=True)
-                if layer.weight.requires_grad and mask.all()
+                if layer.weight.requires_grad and mask.all() and mask.numel()
             ]
             if empty:
                 logger.warning(
@@ -313,12 +384,23 @@ class PruningCallback(TrainerCallback):
             )
         self._apply_masks(torch_optimizer)
         for layer, mask in zip(self.layers, self.masks, strict=True):
-            if layer.weight.requires_grad:
+            if not layer.weight.requires_grad:
+                continue
+            if self.shards is not None:
+                # FSDP2 computes gradients on unsharded copies, so a tensor hook on the sharded parameter never
+                # runs; it then reduce-scatters them into the shard's `.grad` and runs the parameter's
+                # post-accumulate-grad hooks: the shard's gradient is masked there, before clipping.
+                self._hooks.append(
+                    layer.weight.register_post_accumulate_grad_hook(lambda param, mask=mask: _mask_grad_(param, mask))
+                )
+            else:
                 # A tensor hook runs before the gradient is accumulated, so it masks every micro-batch before
                 # clipping and before DDP's all-reduce: no Trainer override is needed for that.
                 self._hooks.append(layer.weight.register_hook(lambda grad, mask=mask: grad.masked_fill(mask, 0)))
         logger.info(
-            f"Pruning {len(self.layers)} layers ({self.total:,} weights) with {self.method!r}: "
+            f"Pruning {len(self.layers)} layers ({self.total:,} weights"
+            + (f", sharded by rows over {len(self.shards.counts[0])} FSDP2 ranks" if self.shards else "")
+            + f") with {self.method!r}: "
             + (
                 f"keeping {self.sparsity:.2%} zeros."
                 if self.method == "fixed"
@@ -342,7 +424,7 @@ class PruningCallback(TrainerCallback):
         if self.movement is not None and step <= self.end:
             for layer, score in zip(self.layers, self.movement, strict=True):
                 if layer.weight.grad is not None:
-                    accumulate_movement_(score, layer.weight, layer.weight.grad)
+                    accumulate_movement_(score, local_tensor(layer.weight), local_tensor(layer.weight.grad))
         if self.method != "fixed" and is_update_step(step, self.start, self.end, self.frequency):
             began = time.perf_counter()
             self.update_masks(step, torch_optimizer)
@@ -352,17 +434,18 @@ class PruningCallback(TrainerCallback):
             # Masked gradients and zeroed moments already keep AdamW's pruned weights at 0; re-zeroing them
             # makes that hold for any optimizer (e.g. one with its own weight-decay path).
             for layer, mask in zip(self.layers, self.masks, strict=True):
-                apply_mask_(layer.weight.data, mask)
+                apply_mask_(local_tensor(layer.weight.data), mask)
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         self._scale_before = loss_scale(optimizer)
 
     def on_save(self, args, state, control, **kwargs):
-        if not self.layers or not state.is_world_process_zero:
+        # Under FSDP2 every rank saves the rows it holds, beside the Trainer's sharded model and optimizer.
+        if not self.layers or (self.shards is None and not state.is_world_process_zero):
             return
         folder = checkpoint_folder(args.output_dir, state.global_step)
         if os.path.isdir(folder):
-            self.save(os.path.join(folder, PRUNING_STATE_NAME))
+            self.save(os.path.join(folder, self._state_name()))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # PruningTrainer merges the metrics inside `Trainer.log`; with another Trainer they are added here.
@@ -402,8 +485,8 @@ class PruningCallback(TrainerCallback):
             weight = layer.weight
             score = method_scores(
                 self.method,
-                weight,
-                param_state(optimizer, weight),
+                local_tensor(weight.data),
+                local_param_state(optimizer, weight),
                 movement=self.movement[index] if self.movement is not None else None,
                 # Looking β₁ up walks the parameter groups: only bitter8 uses it.
                 beta1=beta1_of(optimizer, weight) if self.method == "bitter8" else DEFAULT_BETA1,
@@ -428,12 +511,20 @@ class PruningCallback(TrainerCallback):
             exact_limit=self.exact_limit,
             sample_fraction=self.sample_fraction,
             seed=self.seed * 1_000_003 + step,  # same on every rank, different at every update
+            shards=self.shards,
         )
         threshold = selection_threshold(scores, new)
+        if self.shards is not None:
+            # Each rank saw its rows only: the highest threshold of any rank is the one of the whole weights.
+            finite = [
+                value for value in values_of_ranks(threshold, self.shards, self._device()) if not math.isnan(value)
+            ]
+            threshold = max(finite) if finite else float("nan")
         del scores
         for mask, grown in zip(self.masks, new, strict=True):
             mask |= grown.to(mask.device)
-        if self.sync_masks and is_distributed():
+        # FSDP2: every rank owns its rows' masks (the thresholds are agreed on), there is nothing to broadcast.
+        if self.sync_masks and is_distributed() and self.shards is None:
             self.rank_disagreements += broadcast_masks_(self.masks)
             if self.rank_disagreements:
                 logger.warning_once(
@@ -441,7 +532,7 @@ class PruningCallback(TrainerCallback):
                     "masks are used on every rank."
                 )
         self._apply_masks(optimizer)
-        self.pruned = count_pruned(self.masks)
+        self.pruned = self._count_pruned()
         self.threshold = threshold
         self.mask_updates += 1
 
@@ -471,10 +562,34 @@ class PruningCallback(TrainerCallback):
     def _apply_masks(self, optimizer=None) -> None:
         """Zero the pruned weights, their optimizer buffers (exp_avg, exp_avg_sq, momentum...) and movement scores."""
         for index, (layer, mask) in enumerate(zip(self.layers, self.masks, strict=True)):
-            apply_mask_(layer.weight.data, mask)
+            apply_mask_(local_tensor(layer.weight.data), mask)
             zero_pruned_state_(optimizer, layer.weight, mask)
             if self.movement is not None:
                 self.movement[index].masked_fill_(mask, 0)
+
+    def _count_pruned(self) -> int:
+        """Masked weights of the whole model (under FSDP2, the sum of every rank's rows)."""
+        pruned = count_pruned(self.masks)
+        if self.shards is None:
+            return pruned
+        return int(sum(values_of_ranks(float(pruned), self.shards, self._device())))
+
+    def _device(self) -> torch.device:
+        return self.masks[0].device if self.masks else local_tensor(self.layers[0].weight).device
+
+    def _shard_layout(self) -> dict | None:
+        """This rank's place in an FSDP2 run, stored with its pruning state and checked on resume."""
+        if self.shards is None:
+            return None
+        return {
+            "rank": self.shards.rank,
+            "world_size": len(self.shards.counts[0]),
+            "rows": [list(self.shards.row_range(index)) for index in range(len(self.layers))],
+        }
+
+    def _state_name(self) -> str:
+        layout = self._shard_layout()
+        return PRUNING_STATE_NAME if layout is None else sharded_state_name(layout["rank"], layout["world_size"])
 
     # ---- logging --------------------------------------------------------------------------------------
 
@@ -511,6 +626,7 @@ class PruningCallback(TrainerCallback):
             "mask_updates": self.mask_updates,
             "threshold": self.threshold,
             "layers": [layer.name for layer in self.layers],
+            "shard": self._shard_layout(),
         }
 
     def save(self, path: str) -> None:
@@ -520,8 +636,16 @@ class PruningCallback(TrainerCallback):
 
     def _load(self, path: str) -> None:
         names = [layer.name for layer in self.layers]
-        devices = [layer.weight.device for layer in self.layers]
-        meta, self.masks, movement = load_pruning_state(path, names, self.method, devices)
+        devices = [local_tensor(layer.weight).device for layer in self.layers]
+        meta, masks, movement = load_pruning_state(path, names, self.method, devices)
+        saved, layout = meta.get("shard"), self._shard_layout()
+        if saved != layout:
+            raise ValueError(
+                f"{path} holds the pruning state of {_describe_layout(saved)}, but this process is "
+                f"{_describe_layout(layout)} (or the rows differ). A sharded (FSDP2) pruning state resumes with FSDP2 "
+                "on the same number of ranks."
+            )
+        self.masks = masks
         if movement is not None:
             self.movement = movement
         self.optimizer_steps = meta["optimizer_steps"]
@@ -529,3 +653,18 @@ class PruningCallback(TrainerCallback):
         self.mask_updates = meta["mask_updates"]
         self.threshold = meta["threshold"]
         logger.info(f"Restored pruning masks and schedule (optimizer step {self.optimizer_steps}) from {path}.")
+
+
+@torch.no_grad()
+def _mask_grad_(param: torch.Tensor, mask: torch.Tensor) -> None:
+    """Zero the pruned entries of ``param``'s (this rank's) gradient: FSDP2's post-accumulate-grad hook."""
+    if param.grad is not None:
+        local_tensor(param.grad).masked_fill_(mask, 0)
+
+
+def _describe_layout(layout: dict | None) -> str:
+    return (
+        "a single-process/DDP run"
+        if layout is None
+        else f"rank {layout['rank']} of {layout['world_size']} FSDP2 ranks"
+    )

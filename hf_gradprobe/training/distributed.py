@@ -1,5 +1,11 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Keeping the masks of a multi-process (DDP) run identical on every rank."""
+"""Masks of a multi-process run: identical on every rank under DDP, one shard per rank under FSDP2.
+
+Under FSDP2 (`fully_shard`, what `fsdp_config={"version": 2}` gives the Trainer) every parameter and its AdamW
+moments are DTensors split by rows (``Shard(0)``) over a one-dimensional device mesh: each rank keeps the masks
+(and movement scores) of its own rows only, and the thresholds are agreed on through `core.masking.RowShards`,
+whose collectives are built here.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,108 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+from ..core.masking import RowShards
+
+
+def dtensor_class():
+    """`torch.distributed.tensor.DTensor`, or None where torch has no distributed support."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return None
+    return DTensor
+
+
+def is_sharded(tensor) -> bool:
+    """Whether ``tensor`` is a DTensor (a parameter, gradient or optimizer moment of an FSDP2 model)."""
+    DTensor = dtensor_class()
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def local_tensor(tensor):
+    """This rank's part of a DTensor (a view: writing to it writes the parameter), or ``tensor`` itself."""
+    if not is_sharded(tensor):
+        return tensor
+    with torch.no_grad():
+        return tensor.to_local()
+
+
+def unsupported_placement(tensor) -> str | None:
+    """Why a DTensor parameter cannot be pruned shard by shard (None when it is FSDP2's row split)."""
+    from torch.distributed.tensor import Shard
+
+    placements = tuple(getattr(tensor, "placements", None) or ())
+    mesh = getattr(tensor, "device_mesh", None)
+    if len(placements) == 1 and placements[0] == Shard(0) and mesh is not None and mesh.ndim == 1:
+        return None
+    return (
+        f"placements {placements or 'unknown'} on a {getattr(mesh, 'ndim', '?')}-D device mesh (tensor "
+        "parallelism or HSDP); only FSDP2's one-dimensional row sharding (Shard(0)) is supported"
+    )
+
+
+def row_shards(weights: Sequence[torch.Tensor]) -> RowShards | None:
+    """The `RowShards` of FSDP2-sharded ``weights`` (all DTensors split by rows over one mesh), or None for none.
+
+    One all-gather of the local row counts; raises a ValueError naming FSDP2 for a layout pruning cannot use.
+    """
+    sharded = [is_sharded(weight) for weight in weights]
+    if not any(sharded):
+        return None
+    if not all(sharded):
+        raise ValueError(
+            f"PruningCallback under FSDP2: {sharded.count(False)} of the {len(weights)} prunable weights are not "
+            "sharded (plain tensors beside DTensors). Shard the whole model (`fully_shard` on the root module too, "
+            "as the Trainer does) or leave the unsharded layers out with `pruning_ignore`."
+        )
+    for weight in weights:
+        why = unsupported_placement(weight)
+        if why:
+            raise ValueError(f"PruningCallback cannot prune DTensor parameters with {why}.")
+    mesh = weights[0].device_mesh
+    if any(weight.device_mesh != mesh for weight in weights):
+        raise ValueError("PruningCallback under FSDP2 needs every prunable weight on one device mesh.")
+    group = mesh.get_group()
+    world = dist.get_world_size(group)
+    local = [local_tensor(weight) for weight in weights]
+    device = local[0].device
+    rows = torch.tensor([t.shape[0] for t in local], dtype=torch.int64, device=device)
+    every = [torch.empty_like(rows) for _ in range(world)]
+    dist.all_gather(every, rows, group=group)
+    counts = torch.stack(every, dim=1).tolist()  # [layer][rank]
+    for weight, layer_counts in zip(weights, counts, strict=True):
+        if sum(layer_counts) != weight.shape[0]:
+            raise ValueError(
+                f"PruningCallback under FSDP2: the ranks hold {layer_counts} rows of a weight of shape "
+                f"{tuple(weight.shape)}; expected a split of its {weight.shape[0]} rows."
+            )
+
+    def gather(tensor: torch.Tensor, layer_counts: Sequence[int]) -> torch.Tensor:
+        # all_gather needs equal sizes: pad every rank's rows to the largest share, then trim.
+        most = max(layer_counts)
+        padded = tensor.new_zeros((most, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in layer_counts]
+        dist.all_gather(parts, padded.contiguous(), group=group)
+        return torch.cat([part[:count] for part, count in zip(parts, layer_counts, strict=True)])
+
+    def sum_(tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+        return tensor
+
+    return RowShards(counts=counts, rank=dist.get_rank(group), gather=gather, sum_=sum_)
+
 
 def is_distributed() -> bool:
     """Whether this process is one of several in an initialised process group."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def values_of_ranks(value: float, shards: RowShards, device=None) -> list[float]:
+    """``value`` of every rank of ``shards``, in rank order."""
+    world = len(shards.counts[0]) if shards.counts else 1
+    mine = torch.tensor([[value]], dtype=torch.float64, device=device)
+    return shards.gather(mine, [1] * world).reshape(-1).tolist()
 
 
 def ddp_inactive_message(args) -> str | None:

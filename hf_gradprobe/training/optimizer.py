@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from ..core.layers import PrunableLayer
+from .distributed import local_tensor
 from .importance import REQUIRED_STATE, needs_optimizer_state
 
 
@@ -63,6 +64,11 @@ def param_state(optimizer, param: torch.Tensor) -> dict:
     return optimizer.state.get(param, {}) if optimizer is not None else {}
 
 
+def local_param_state(optimizer, param: torch.Tensor) -> dict:
+    """:func:`param_state` with this rank's part of every DTensor (FSDP2 shards its moments like ``param``)."""
+    return {key: local_tensor(value) for key, value in param_state(optimizer, param).items()}
+
+
 def beta1_of(optimizer, param: torch.Tensor) -> float:
     """Adam's β₁ of the parameter group holding ``param`` (0.9 when none does)."""
     for group in getattr(optimizer, "param_groups", []):
@@ -73,8 +79,11 @@ def beta1_of(optimizer, param: torch.Tensor) -> float:
 
 @torch.no_grad()
 def zero_pruned_state_(optimizer, param: torch.Tensor, mask: torch.Tensor) -> None:
-    """Zero the pruned entries of every ``param``-shaped optimizer buffer (exp_avg, exp_avg_sq, momentum...)."""
-    for value in param_state(optimizer, param).values():
+    """Zero the pruned entries of every ``param``-shaped optimizer buffer (exp_avg, exp_avg_sq, momentum...).
+
+    Under FSDP2 ``mask`` is this rank's rows, and so are the buffers' local parts compared with it.
+    """
+    for value in local_param_state(optimizer, param).values():
         if isinstance(value, torch.Tensor) and value.shape == mask.shape:
             value.masked_fill_(mask.to(value.device), 0)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ..core.layers import PrunableLayer
-from ..core.masking import EXACT_LIMIT, select_masks
+from ..core.masking import EXACT_LIMIT, RowShards, select_masks
 from .schedule import layer_adaptive_scales, layer_sparsities
 
 
@@ -40,26 +40,46 @@ def select_training_masks(
     exact_limit: int = EXACT_LIMIT,
     sample_fraction: float | None = None,
     seed: int = 0,
+    shards: RowShards | None = None,
 ) -> list[torch.Tensor]:
     """Masks (True = pruned, weight-shaped) of the lowest ``scores`` of ``layers`` at the sparsity ``target``.
 
     ``layer_adaptive`` gives each layer its own target (the 0.7x -> 1.3x ramp over the blocks, renormalised to
     ``target`` overall). ``per_row`` compares the scores of each output unit, whatever the weight's storage
-    orientation (GPT-2's Conv1D stores (in, out)).
+    orientation (GPT-2's Conv1D stores (in, out)). With ``shards`` (FSDP2), ``scores`` are this rank's rows of
+    the weights and so are the masks returned; they are the masks the whole weights would get.
     """
+    per_row = comparison_group == "per_row"
+    if shards is not None and per_row and any(layer.transposed for layer in layers):
+        raise ValueError(sharded_per_row_message(layers))
     sparsity: float | list[float] = target
     if layer_adaptive:
-        numels = [score.numel() for score in scores]
+        numels = [score.numel() if shards is None else shards.numel(i, score) for i, score in enumerate(scores)]
         sparsity = layer_sparsities(target, layer_adaptive_scales(block_positions(layers), numels), numels)
-    per_row = comparison_group == "per_row"
     if per_row:
         scores = [layer.out_in(score) for layer, score in zip(layers, scores, strict=True)]
     masks = select_masks(
-        scores, sparsity, comparison_group, exact_limit=exact_limit, sample_fraction=sample_fraction, seed=seed
+        scores,
+        sparsity,
+        comparison_group,
+        exact_limit=exact_limit,
+        sample_fraction=sample_fraction,
+        seed=seed,
+        shards=shards,
     )
     if per_row:
         masks = [layer.from_out_in(mask) for layer, mask in zip(layers, masks, strict=True)]
     return masks
+
+
+def sharded_per_row_message(layers: Sequence[PrunableLayer]) -> str:
+    """Why ``per_row`` cannot run on FSDP2 shards of weights stored (in, out): their rows are split across ranks."""
+    name = next(layer.param_name for layer in layers if layer.transposed)
+    return (
+        f"`pruning_comparison_group='per_row'` under FSDP2: {name} is stored (in_features, out_features) "
+        "(GPT-2's Conv1D), so FSDP2's row shards split its output units across ranks. Use 'per_layer' or "
+        "'global', or train it without FSDP."
+    )
 
 
 def largest_pruned_score(scores: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> float:

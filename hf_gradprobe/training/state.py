@@ -3,7 +3,9 @@
 
 Every checkpoint folder holds `pruning_state.safetensors`: a bool tensor ``mask.<layer>`` per pruned layer,
 ``movement.<layer>`` for the movement method, and the schedule counters as JSON metadata (with a ``version``).
-Where the state of a resumed run is looked for is decided here too.
+Under FSDP2 every rank writes the rows it holds to its own file, `pruning_state-rank00000-of-00002.safetensors`
+and so on (:func:`sharded_state_name`), beside the Trainer's sharded model and optimizer; such a checkpoint
+resumes on the same number of ranks. Where the state of a resumed run is looked for is decided here too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ PRUNING_STATE_NAME = "pruning_state.safetensors"
 # Version of the layout above; files of a newer version are refused, not misread.
 STATE_VERSION = 1
 METADATA_KEY = "pruning_state"
+
+
+def sharded_state_name(rank: int, world_size: int) -> str:
+    """The pruning state file of FSDP2 rank ``rank`` of ``world_size``: the masks of the rows it holds."""
+    return f"pruning_state-rank{rank:05d}-of-{world_size:05d}.safetensors"
 
 
 def save_pruning_state(
@@ -86,8 +93,10 @@ def resume_argument(resume_from_checkpoint: str | bool | None, output_dir: str) 
     return resume_from_checkpoint
 
 
-def state_file_to_resume(global_step: int, output_dir: str, *candidates: str | None) -> str | None:
-    """The pruning state file a run starting at ``global_step`` restores, or None.
+def state_file_to_resume(
+    global_step: int, output_dir: str, *candidates: str | None, name: str = PRUNING_STATE_NAME
+) -> str | None:
+    """The pruning state file (``name``) a run starting at ``global_step`` restores, or None.
 
     None for a fresh run. Otherwise the checkpoint is the first of ``candidates`` that is a folder, or else the
     checkpoint of ``global_step`` in ``output_dir``; None again when that checkpoint holds no pruning state.
@@ -97,5 +106,5 @@ def state_file_to_resume(global_step: int, output_dir: str, *candidates: str | N
     folder = next(
         (c for c in candidates if isinstance(c, str) and os.path.isdir(c)), checkpoint_folder(output_dir, global_step)
     )
-    path = os.path.join(folder, PRUNING_STATE_NAME)
+    path = os.path.join(folder, name)
     return path if os.path.isfile(path) else None
