@@ -373,16 +373,17 @@ def machine() -> str:
     )
 
 
-def run_rows(specs: list[dict], script: str, result: dict, save, jobs: int = 1) -> dict:
-    """Run every spec in its own process, ``jobs`` at a time (each with ``cpu_count // jobs`` threads, so rows never
-    oversubscribe the cores); ``save(result)`` after each row, rows kept in spec order (partial results survive)."""
+def run_rows(specs: list[dict], script: str, result: dict, save, jobs: int = 1, threads: int | None = None) -> dict:
+    """Run every spec in its own process, ``jobs`` at a time (each with ``threads``, default ``cpu_count // jobs``, so
+    rows never oversubscribe the cores); ``save(result)`` after each row, rows kept in spec order (partial results
+    survive). Pass fewer ``threads`` when other work shares the machine."""
     import concurrent.futures
     import threading
 
     result.setdefault("rows", [])
     result.setdefault("failed", [])
     start = time.perf_counter()
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(threads or max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": threads}
     result["rows_at_a_time"], result["threads_per_row"] = jobs, int(threads)
     done_rows: dict[int, dict] = {}
@@ -460,7 +461,7 @@ def main(parser, argv, script: str, build_specs, to_markdown, describe) -> int:
         Path(args.out_dir, f"{args.name}.json").write_text(json.dumps(result, indent=1, default=str))
         Path(args.out_dir, f"{args.name}.md").write_text(to_markdown(result))
 
-    run_rows(specs, script, result, save, jobs=args.jobs)
+    run_rows(specs, script, result, save, jobs=args.jobs, threads=args.threads_per_row)
     print(to_markdown(result))
     return 0
 
@@ -507,6 +508,9 @@ def argument_parser(doc: str, name: str, eval_windows: int, patterns: str):
     parser.add_argument("--progress", action="store_true", help="the pruner's progress bars (stderr)")
     parser.add_argument(
         "--jobs", type=int, default=1, help="rows run at a time, the cores shared between them (default: 1)"
+    )
+    parser.add_argument(
+        "--threads-per-row", type=int, default=None, help="torch threads per row (default: cores // jobs)"
     )
     return parser
 
