@@ -187,6 +187,31 @@ def test_gradient_clipping_sees_masked_gradients(tmp_path):
     assert logged == pytest.approx(norms, rel=1e-5)
 
 
+def test_an_optimizer_that_moves_zeros_still_ends_every_step_with_them(tmp_path):
+    # AdamW keeps masked weights at 0 by itself (zero gradient and moments); an optimizer with its own update
+    # path (here, a drift added to every weight) gets its pruned weights zeroed again after each step.
+    from hf_gradprobe.training.optimizer import keeps_zeros
+
+    class DriftingSGD(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = super().step(closure)
+            for group in self.param_groups:
+                for param in group["params"]:
+                    param.add_(1e-3)
+            return loss
+
+    model = tiny_gpt2()
+    optimizer = DriftingSGD(model.parameters(), lr=1e-2)
+    assert not keeps_zeros(optimizer) and keeps_zeros(torch.optim.AdamW(model.parameters()))
+    args = make_args(tmp_path, pruning_method="magnitude")
+    trainer = PruningTrainer(model=model, args=args, train_dataset=dataset(), optimizers=(optimizer, None))
+    probe = InvariantProbe(trainer.pruning_callback)
+    trainer.add_callback(probe)
+    trainer.train()
+    assert probe.checked_steps == 20 and trainer.pruning_callback.sparsity == pytest.approx(0.5, abs=1e-4)
+
+
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     trainer, _ = train(
         tmp_path,

@@ -38,6 +38,7 @@ from .optimizer import (
     DEFAULT_BETA1,
     beta1_of,
     check_optimizer,
+    keeps_zeros,
     local_param_state,
     loss_scale,
     step_was_skipped,
@@ -386,16 +387,17 @@ class PruningCallback(TrainerCallback):
         for layer, mask in zip(self.layers, self.masks, strict=True):
             if not layer.weight.requires_grad:
                 continue
-            if self.shards is not None:
-                # FSDP2 computes gradients on unsharded copies, so a tensor hook on the sharded parameter never
-                # runs; it then reduce-scatters them into the shard's `.grad` and runs the parameter's
-                # post-accumulate-grad hooks: the shard's gradient is masked there, before clipping.
+            if self.shards is not None or not is_distributed():
+                # The gradient is masked in place once accumulated into `.grad`, before clipping: no new tensor
+                # per step. Under FSDP2 this is also the only place it can be done: gradients are computed on
+                # unsharded copies (a tensor hook on the sharded parameter never runs), then reduce-scattered into
+                # the shard's `.grad`, after which the post-accumulate-grad hooks run.
                 self._hooks.append(
                     layer.weight.register_post_accumulate_grad_hook(lambda param, mask=mask: _mask_grad_(param, mask))
                 )
             else:
-                # A tensor hook runs before the gradient is accumulated, so it masks every micro-batch before
-                # clipping and before DDP's all-reduce: no Trainer override is needed for that.
+                # Under DDP the reducer copies gradients out as they are accumulated: a tensor hook masks every
+                # micro-batch before that, so the all-reduce and clipping only ever see masked gradients.
                 self._hooks.append(layer.weight.register_hook(lambda grad, mask=mask: grad.masked_fill(mask, 0)))
         logger.info(
             f"Pruning {len(self.layers)} layers ({self.total:,} weights"
@@ -430,9 +432,10 @@ class PruningCallback(TrainerCallback):
             self.update_masks(step, torch_optimizer)
             self._seconds_since_log += time.perf_counter() - began
             self._updates_since_log += 1
-        else:
-            # Masked gradients and zeroed moments already keep AdamW's pruned weights at 0; re-zeroing them
-            # makes that hold for any optimizer (e.g. one with its own weight-decay path).
+        elif not keeps_zeros(torch_optimizer):
+            # Masked gradients and zeroed moments keep Adam(W)'s pruned weights exactly at 0 (a zero moment gives
+            # a zero update; decay scales 0 to 0); any other optimizer may move them (e.g. its own weight-decay
+            # path), so they are zeroed again after its step.
             for layer, mask in zip(self.layers, self.masks, strict=True):
                 apply_mask_(local_tensor(layer.weight.data), mask)
 

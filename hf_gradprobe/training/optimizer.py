@@ -59,6 +59,16 @@ def check_optimizer(method: str, optimizer, layers: Sequence[PrunableLayer]) -> 
         )
 
 
+def keeps_zeros(optimizer) -> bool:
+    """Whether ``optimizer``'s step leaves a weight at exactly 0 when its gradient and moments are 0 there.
+
+    True for torch's Adam and AdamW (any implementation: foreach, fused, amsgrad): the update is ``m / (sqrt(v) +
+    eps) = 0`` and weight decay scales 0 to 0. Other optimizers are not assumed to (e.g. a quantized state whose
+    dequantized zero is not 0), and their pruned weights are zeroed again after every step.
+    """
+    return type(unwrap_optimizer(optimizer)) in (torch.optim.Adam, torch.optim.AdamW)
+
+
 def param_state(optimizer, param: torch.Tensor) -> dict:
     """The optimizer state of ``param`` (empty before its first step or without an optimizer)."""
     return optimizer.state.get(param, {}) if optimizer is not None else {}
