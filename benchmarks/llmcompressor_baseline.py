@@ -9,6 +9,9 @@ Runs INSIDE the separate virtual environment built by ``benchmarks/setup_llmcomp
         --method wanda --pattern unstructured --sparsity 0.6 --json-out wanda60.json
     benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py \\
         --method sparsegpt --pattern 2:4 --sparsity 0.5 --eval test-wikitext,test-shakespeare --json-out sgpt24.json
+    # prune, evaluate nothing, keep the pruned model (a plain folder: ``hf_gradprobe.load_model`` reads it)
+    benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py \\
+        --method sparsegpt --sparsity 0.5 --eval "" --save-dir /tmp/sgpt50 --json-out sgpt50.json
 
 Protocol (``benchmarks/protocol.py``, the same code as the project's own rows, so the numbers compare):
 
@@ -58,11 +61,17 @@ def parse_args(argv=None):
     parser.add_argument("--calibration-samples", type=int, default=protocol.CALIBRATION_SAMPLES)
     parser.add_argument("--eval", default=",".join(protocol.TEST_TEXTS), help="comma-separated protocol text names")
     parser.add_argument("--eval-windows", type=int, default=protocol.TEST_WINDOWS)
+    parser.add_argument(
+        "--save-dir",
+        default=None,
+        help="also save the pruned model here (plain safetensors + tokenizer, loadable by hf_gradprobe.load_model)",
+    )
     args = parser.parse_args(argv)
     if not 0.0 < args.sparsity < 1.0:
         parser.error(f"--sparsity must be in (0, 1), got {args.sparsity}")
     if args.pattern == "2:4" and abs(args.sparsity - 0.5) > 1e-9:
         parser.error("--pattern 2:4 means 50% sparsity: pass --sparsity 0.5")
+    args.eval = [name for name in args.eval.split(",") if name]  # "" evaluates nothing (e.g. with --save-dir)
     return args
 
 
@@ -149,6 +158,18 @@ def prune_with_llmcompressor(model, tokenizer, windows, spec: dict):
     }
 
 
+def save_plain(model, tokenizer, folder: str) -> None:
+    """Save the pruned model as a stock Transformers folder: dense safetensors, zeros intact, no compression config.
+
+    ``oneshot`` replaces ``model.save_pretrained`` with compressed-tensors' wrapper (compressed weights and a
+    ``quantization_config`` that needs compressed-tensors to load); the class's own method writes a plain folder.
+    """
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    type(model).save_pretrained(model, folder)
+    tokenizer.save_pretrained(folder)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     name = f"llmcompressor-{args.method}"
@@ -158,11 +179,19 @@ def main(argv=None) -> int:
         "method": args.method,
         "pattern": args.pattern,
         "target": args.sparsity,
-        "eval": args.eval.split(","),
+        "eval": args.eval,
         "eval_windows": args.eval_windows,
         "calibration_samples": args.calibration_samples,
     }
-    result = protocol.run_row(spec, prune_with_llmcompressor)
+    prune = prune_with_llmcompressor
+    if args.save_dir:
+
+        def prune(model, tokenizer, windows, spec):
+            model, info = prune_with_llmcompressor(model, tokenizer, windows, spec)
+            save_plain(model, tokenizer, args.save_dir)
+            return model, {**info, "saved_to": args.save_dir}
+
+    result = protocol.run_row(spec, prune)
     result["total_seconds"] = time.perf_counter() - T_START
     out_dir = os.path.dirname(os.path.abspath(args.json_out))
     os.makedirs(out_dir, exist_ok=True)
