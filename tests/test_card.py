@@ -101,6 +101,22 @@ def test_unstructured_card_has_no_nm_claim_and_no_model_index_without_perplexity
     assert "No command was recorded" not in card.text
 
 
+def test_card_states_the_fine_tuning_after_pruning():
+    training = {
+        "pruning_method": "fixed",
+        "max_steps": 32,
+        "tokens": 32768,
+        "train_file": "/home/me/data/wikitext-2/valid.txt",
+        "learning_rate": 1e-4,
+        "one_shot_perplexity": 38.67,
+    }
+    text = build_model_card({**LEAD_METADATA, "training": training}).text
+    row = next(line for line in text.splitlines() if line.startswith("| fine-tuning after pruning |"))
+    assert "the zeros kept (`fixed` masks), 32 steps (32,768 tokens)" in row and "learning rate 0.0001" in row
+    assert "`.../wikitext-2/valid.txt`" in row and "/home/me" not in row and "perplexity 38.67 before it" in row
+    assert "fine-tuning after pruning" not in build_model_card(LEAD_METADATA).text
+
+
 def test_card_reads_settings_from_the_top_level_without_a_config():
     # e.g. metadata written by training code: no "config", the target and the method at the top level.
     card = build_model_card({"method": "bitter7", "target_sparsity": 0.6, "comparison_group": "per_layer"})

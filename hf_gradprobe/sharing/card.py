@@ -208,6 +208,9 @@ def _glance_rows(metadata: Mapping, base_model: str | None) -> list[tuple[str, s
     calibration = _calibration_text(metadata.get("calibration"))
     if calibration:
         rows.append(("calibration data", calibration))
+    recovery = _recovery_text(metadata.get("training"))
+    if recovery:
+        rows.append(("fine-tuning after pruning", recovery))
     before, after = metadata.get("perplexity_before"), metadata.get("perplexity_after")
     if isinstance(before, (int, float)) or isinstance(after, (int, float)):
         where = _eval_text(metadata.get("perplexity_eval"))
@@ -225,6 +228,26 @@ def _glance_rows(metadata: Mapping, base_model: str | None) -> list[tuple[str, s
             cost += f", peak memory {_bytes(metadata['peak_memory_bytes'])}"
         rows.append(("pruning cost", cost))
     return rows
+
+
+def _recovery_text(training) -> str | None:
+    """The fine-tuning a pruned model had after pruning (``metadata["training"]``), in one line."""
+    if not isinstance(training, Mapping):
+        return None
+    parts = []
+    method = training.get("pruning_method")
+    if method:
+        parts.append("the zeros kept (`fixed` masks)" if method == "fixed" else f"pruned while training (`{method}`)")
+    steps, tokens = training.get("max_steps"), training.get("tokens")
+    if isinstance(steps, int):
+        parts.append(f"{steps:,} steps" + (f" ({tokens:,} tokens)" if isinstance(tokens, int) else ""))
+    if training.get("train_file"):
+        parts.append(f"on `{display_path(training['train_file'])}`")
+    if isinstance(training.get("learning_rate"), (int, float)):
+        parts.append(f"learning rate {training['learning_rate']:g}")
+    if isinstance(training.get("one_shot_perplexity"), (int, float)):
+        parts.append(f"perplexity {_num(training['one_shot_perplexity'])} before it")
+    return ", ".join(parts) or None
 
 
 # What prune_pretrained recorded as calibration when it was not a file or a datasets name.
