@@ -324,8 +324,8 @@ def run_row(spec: dict, prune=None) -> dict:
     }
 
 
-def child_main(argv=None) -> int:
-    """``SCRIPT --row-json SPEC --out FILE``: run one row of ours (or dense) and write it as JSON."""
+def child_arguments(argv=None):
+    """The ``--row-json SPEC --out FILE`` of a row's process (see ``run_rows``), offline."""
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -334,6 +334,12 @@ def child_main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return args
+
+
+def child_main(argv=None) -> int:
+    """``SCRIPT --row-json SPEC --out FILE``: run one row of ours (or dense) and write it as JSON."""
+    args = child_arguments(argv)
     row = run_row(json.loads(args.row_json))
     Path(args.out).write_text(json.dumps(row, indent=1, default=str))
     return 0

@@ -656,12 +656,7 @@ def overhead_row(spec: dict) -> dict:
 
 def finetune_child(argv) -> int:
     """``training.py --row-json SPEC --out FILE``: one arm of the finetune part (``protocol.run_rows`` launches it)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--row-json", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = protocol.child_arguments(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     logging.set_verbosity_error()
     spec = json.loads(args.row_json)

@@ -8,17 +8,13 @@
   (sharded checkpoints, resume).
 """
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_utils import make_tiny_llama
+from testing_utils import make_tiny_llama, run_on_two_gloo_ranks
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hf_gradprobe.core.masking import RowShards, sampled_threshold, select_masks
@@ -183,25 +179,8 @@ def test_a_sharded_state_is_not_resumed_by_a_single_process(tmp_path):
 # ---- two gloo processes -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(*arguments, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        str(SCRIPT),
-        *map(str, arguments),
-    ]
-    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    run_on_two_gloo_ranks(SCRIPT, *arguments, timeout=timeout)
 
 
 @pytest.mark.distributed

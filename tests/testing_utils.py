@@ -167,3 +167,25 @@ def tiny_gradprobe_config(**overrides):
         "probe": True,
     }
     return GradProbeConfig(**{**base, **overrides})
+
+
+def run_on_two_gloo_ranks(script, *arguments, timeout=240) -> None:
+    """Run ``script`` with ``torchrun --nproc_per_node=2`` (one thread each, offline); fail the test on a non-zero exit."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    result = subprocess.run(
+        [*command, str(script), *map(str, arguments)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

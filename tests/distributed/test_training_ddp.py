@@ -1,39 +1,19 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """Two CPU processes (gloo DDP) prune with the sampled threshold and end with identical masks."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from testing_utils import run_on_two_gloo_ranks
 
 
 SCRIPT = Path(__file__).with_name("training_ddp_script.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_masks_identical_on_two_gloo_ranks(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        str(SCRIPT),
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_on_two_gloo_ranks(SCRIPT, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["world_size"] == 2
     assert ranks[0]["mask_updates"] == ranks[1]["mask_updates"] == 5  # steps 2, 4, 6, 8, 10
