@@ -55,6 +55,9 @@ def main(output_dir: str) -> None:
         },
         f"{output_dir}/rank{rank}.pt",
     )
+    # Leave together and close gloo before exiting: a rank exiting while gloo's threads run can abort.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -161,6 +161,13 @@ def select_mode(output_dir: str) -> None:
         )
         callback.on_train_end(args, None, None)
     torch.save(results, f"{output_dir}/select_rank{rank}.pt")
+    shut_down()
+
+
+def shut_down() -> None:
+    """Leave together and close gloo before the interpreter exits: a rank that exits while gloo's threads still
+    run aborts ("terminate called without an active exception")."""
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -250,6 +257,7 @@ def trainer_mode(output_dir: str, method: str, comparison_group: str) -> None:
         {"first": first, "resumed": second, "rank": rank},
         f"{output_dir}/trainer_rank{rank}.pt",
     )
+    shut_down()
 
 
 if __name__ == "__main__":
