@@ -144,3 +144,38 @@ def test_layers_sharing_an_input_share_one_hessian_equal_to_their_own():
         x = torch.cat(seen[layer.name]).reshape(-1, layer.out_in(layer.weight).shape[1]).double()
         torch.testing.assert_close(collector.hessian(layer.name).double(), x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(collector.sq_norms()[layer.name].double(), (x * x).sum(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", ["sequential", "parallel"])
+def test_statistics_passes_stop_before_the_layers_they_collect_for(order):
+    """A statistics pass needs its last layers' input only, so it stops before they run. Apart from the one-window
+    passes that discover the model's structure, a layer computes with its dense weights only where a later layer's
+    input needs it: never in sequential order (each stage is pruned before the next pass), and in parallel order
+    (one pass from the dense block) for every stage but the last."""
+    model = make_tiny_llama()
+    layers = find_prunable_layers(model)
+    dense_tokens = {layer.name: 0 for layer in layers}
+
+    def count(module, args, output, name):
+        if not bool((module.weight == 0).any()):
+            dense_tokens[name] += args[0].shape[:-1].numel()
+
+    handles = [
+        layer.module.register_forward_hook(lambda m, a, o, name=layer.name: count(m, a, o, name)) for layer in layers
+    ]
+    try:
+        prune_pretrained(
+            model, _config(probe=False, reconstruction_order=order), calibration=_windows(), progress=False
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    windows = _windows()
+    # Block 0 runs once on one window to learn whether blocks return tuples, and each block once on one window to
+    # group its layers by input.
+    structure = 2 * windows.shape[1]
+    for name, tokens in dense_tokens.items():
+        if order == "sequential" or name.endswith("down_proj"):
+            assert tokens <= structure, (name, tokens)
+        else:
+            assert tokens >= windows.numel(), (name, tokens)  # the one dense pass ran it on every window

@@ -56,6 +56,21 @@ def stop_after(module: nn.Module):
         handle.remove()
 
 
+@contextlib.contextmanager
+def stop_before(module: nn.Module):
+    """End every forward pass when ``module`` is about to run, after the pre-hooks registered before this one
+    (e.g. statistics collectors reading its input): its own computation and everything after it are skipped."""
+
+    def stop(module, args):
+        raise StopForward
+
+    handle = module.register_forward_pre_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class BlockPipeline:
     """Runs ``model`` from block ``k`` on, with block ``k``'s input taken from a cache of hidden states.
 
@@ -144,14 +159,15 @@ class BlockPipeline:
             self._inputs = self._output = None
 
     def run_block(
-        self, index: int, hidden: torch.Tensor, hooks=None, update: bool = False, until: nn.Module | None = None
+        self, index: int, hidden: torch.Tensor, hooks=None, update: bool = False, before: nn.Module | None = None
     ) -> torch.Tensor:
         """Run block ``index`` on every cached input, under ``hooks`` (a context manager, e.g. statistics
-        collectors); with ``update`` its outputs replace the cache in place (the next block's inputs). ``until``
-        ends each forward once that module ran (statistics of the layers before it need no more)."""
-        if update and until is not None:
-            raise ValueError("`update=True` needs the block's output: it cannot stop early with `until`.")
-        early = stop_after(until) if until is not None else contextlib.nullcontext()
+        collectors); with ``update`` its outputs replace the cache in place (the next block's inputs). ``before``
+        ends each forward when that module is about to run, once ``hooks``' pre-hooks on it saw its input:
+        statistics of a layer's input need neither the layer's output nor anything after it."""
+        if update and before is not None:
+            raise ValueError("`update=True` needs the block's output: it cannot stop early with `before`.")
+        early = stop_before(before) if before is not None else contextlib.nullcontext()
         with (
             torch.no_grad(),
             self.from_block(index, stop_after_block=True),

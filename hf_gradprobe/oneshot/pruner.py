@@ -304,16 +304,17 @@ class OneShotPruner:
             # layer's statistics at once, as the parallel order does.
             every_layer = cfg.reconstruction_order == "parallel" or (cfg.probe and upfront is None)
             collector = HessianCollector(stages if every_layer else stages[:1])
-            # Each statistics pass stops once its last layer ran: the rest of the block is not needed.
-            last = stages[-1][-1] if every_layer else stages[0][-1]
-            pipeline.run_block(index, hidden, hooks=collector, until=last.module)
+            # Each statistics pass stops when its last stage's layers are about to run (their input is all it
+            # needs): computing them, or the rest of the block, would be wasted.
+            last = stages[-1] if every_layer else stages[0]
+            pipeline.run_block(index, hidden, hooks=collector, before=last[0].module)
             probed = upfront
             if cfg.probe and upfront is None:
                 probed = self._block_probe(pipeline, index, layers, hidden, collector.sq_norms())
             for number, stage in enumerate(stages):
                 if number and cfg.reconstruction_order == "sequential":
                     collector = HessianCollector([stage])
-                    pipeline.run_block(index, hidden, hooks=collector, until=stage[-1].module)
+                    pipeline.run_block(index, hidden, hooks=collector, before=stage[0].module)
                 norms = collector.sq_norms() if cfg.strategy == "wanda" else None
                 self._decide_with(stage, norms, probed)
                 for layer in stage:
