@@ -179,3 +179,50 @@ def test_statistics_passes_stop_before_the_layers_they_collect_for(order):
             assert tokens <= structure, (name, tokens)
         else:
             assert tokens >= windows.numel(), (name, tokens)  # the one dense pass ran it on every window
+
+
+def _pruned_tokens_per_layer(model, config):
+    """Tokens each layer of block 1 computed after it was pruned, over a whole prune_pretrained run."""
+    layers = [layer for layer in find_prunable_layers(model) if layer.block_index == 1]
+    tokens = {layer.name.rsplit(".", 1)[-1]: 0 for layer in layers}
+
+    def count(module, args, output, short):
+        if bool((module.weight == 0).any()):
+            tokens[short] += args[0].shape[:-1].numel()
+
+    shorts = [layer.name.rsplit(".", 1)[-1] for layer in layers]
+    handles = [
+        layer.module.register_forward_hook(lambda m, a, o, short=short: count(m, a, o, short))
+        for layer, short in zip(layers, shorts, strict=True)
+    ]
+    try:
+        prune_pretrained(model, config, calibration=_windows(), progress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return tokens
+
+
+def test_sequential_passes_replay_the_finished_attention_and_give_identical_results(monkeypatch):
+    """After its layers are final, the attention is computed once more (recorded) and replayed in the block's
+    later passes (the MLP input statistics and the pass writing the block's outputs), with unchanged results."""
+    import contextlib
+
+    from hf_gradprobe.oneshot.pipeline import FinishedChildReplay
+
+    config = _config(probe=False, reconstruction_order="sequential")
+    model = make_tiny_llama()
+    tokens = _pruned_tokens_per_layer(model, config)
+    n = _windows().numel()
+    # q/k/v: the o_proj pass and the recording gate/up pass; o_proj: the recording pass; the MLP as without replay
+    # (gate/up in the down_proj pass and the last pass, down_proj in the last pass).
+    assert tokens == {"q_proj": 2 * n, "k_proj": 2 * n, "v_proj": 2 * n, "o_proj": n} | {
+        "gate_proj": 2 * n,
+        "up_proj": 2 * n,
+        "down_proj": n,
+    }
+    monkeypatch.setattr(FinishedChildReplay, "active", lambda self, record=True: contextlib.nullcontext(self))
+    recomputed = make_tiny_llama()
+    assert _pruned_tokens_per_layer(recomputed, config)["q_proj"] == 4 * n  # without replay
+    for layer, other in zip(find_prunable_layers(model), find_prunable_layers(recomputed), strict=True):
+        assert torch.equal(layer.weight, other.weight), layer.name

@@ -71,6 +71,100 @@ def stop_before(module: nn.Module):
         handle.remove()
 
 
+class FinishedChildReplay:
+    """Within one block's passes, replays the outputs of the block's children that can no longer change.
+
+    In sequential reconstruction a block is run once per group of layers sharing an input, each pass after the
+    earlier groups were made final. A direct child of the block (e.g. the attention) that ran with final layers
+    only, and after final layers only, gives the same output in every later pass: its output is recorded, batch by
+    batch, in the first pass that computes it so, and returned instead of recomputed from then on (the statistics
+    passes and the pass that writes the block's outputs). Results are identical; the cost is one buffer per
+    recorded child, the size of the hidden-state cache.
+
+    Args:
+        block: the block being pruned.
+        layers: its prunable layers (a layer is final once passed to :meth:`mark_final`).
+    """
+
+    def __init__(self, block: nn.Module, layers) -> None:
+        self.block = block
+        self.modules = [layer.module for layer in layers]
+        self.children = [
+            child
+            for child in block.children()
+            if any(module is inner for module in self.modules for inner in child.modules())
+        ]
+        self.final: set[int] = set()
+        self.batch = 0
+        self._dirty = False
+        self._recording: dict[nn.Module, dict[int, object]] = {}
+        self._replayed: dict[nn.Module, dict[int, object]] = {}
+
+    def mark_final(self, layers) -> None:
+        """``layers`` are pruned and reconstructed: they will not change again."""
+        self.final.update(id(layer.module) for layer in layers)
+
+    @contextlib.contextmanager
+    def active(self, record: bool = True):
+        """Within the context, one pass over every batch (``batch`` set before each forward)."""
+        handles = []
+        saved = []
+
+        def start(module, args):
+            self._dirty = False  # a new forward of the block: nothing non-final has run yet
+
+        def ran(module, args):
+            if id(module) not in self.final:
+                self._dirty = True
+
+        def finished(module, args, output):
+            if not self._dirty and module not in self._replayed:
+                self._recording.setdefault(module, {})[self.batch] = _copy(output)
+
+        def replay(outputs):
+            # Copies both ways: the block's code may update a child's output in place.
+            return lambda *args, **kwargs: _copy(outputs[self.batch])
+
+        try:
+            handles.append(self.block.register_forward_pre_hook(start))
+            handles += [module.register_forward_pre_hook(ran) for module in self.modules]
+            for child in self.children:
+                if child in self._replayed:
+                    saved.append((child, child.__dict__.get("forward", _MISSING)))
+                    child.forward = replay(self._replayed[child])
+                elif record:
+                    handles.append(child.register_forward_hook(finished))
+            yield self
+            for child, outputs in self._recording.items():
+                if len(outputs) == self.batch + 1:  # recorded whole in this pass: replayed from the next one
+                    self._replayed[child] = outputs
+        finally:
+            for handle in handles:
+                handle.remove()
+            for child, forward in saved:
+                if forward is _MISSING:
+                    del child.forward
+                else:
+                    child.forward = forward
+            self._recording = {}
+
+
+_MISSING = object()
+
+
+def _copy(output):
+    """A copy of a module's output: its tensors cloned, in the same (possibly nested) tuples, lists and dicts."""
+    if isinstance(output, torch.Tensor):
+        return output.detach().clone()
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # a named tuple
+        return type(output)(*(_copy(item) for item in output))
+    if isinstance(output, (tuple, list)):
+        return type(output)(_copy(item) for item in output)
+    if isinstance(output, dict):
+        return type(output)({key: _copy(value) for key, value in output.items()})
+    return output
+
+
 class BlockPipeline:
     """Runs ``model`` from block ``k`` on, with block ``k``'s input taken from a cache of hidden states.
 
@@ -159,12 +253,20 @@ class BlockPipeline:
             self._inputs = self._output = None
 
     def run_block(
-        self, index: int, hidden: torch.Tensor, hooks=None, update: bool = False, before: nn.Module | None = None
+        self,
+        index: int,
+        hidden: torch.Tensor,
+        hooks=None,
+        update: bool = False,
+        before: nn.Module | None = None,
+        replay: FinishedChildReplay | None = None,
     ) -> torch.Tensor:
         """Run block ``index`` on every cached input, under ``hooks`` (a context manager, e.g. statistics
         collectors); with ``update`` its outputs replace the cache in place (the next block's inputs). ``before``
         ends each forward when that module is about to run, once ``hooks``' pre-hooks on it saw its input:
-        statistics of a layer's input need neither the layer's output nor anything after it."""
+        statistics of a layer's input need neither the layer's output nor anything after it. ``replay`` returns the
+        recorded outputs of the block's finished children instead of computing them (records nothing with
+        ``update``: it is the block's last pass)."""
         if update and before is not None:
             raise ValueError("`update=True` needs the block's output: it cannot stop early with `before`.")
         early = stop_before(before) if before is not None else contextlib.nullcontext()
@@ -173,8 +275,11 @@ class BlockPipeline:
             self.from_block(index, stop_after_block=True),
             hooks or contextlib.nullcontext(),
             early,
+            replay.active(record=not update) if replay is not None else contextlib.nullcontext(),
         ):
-            for start in range(0, len(hidden), self.batch_size):
+            for number, start in enumerate(range(0, len(hidden), self.batch_size)):
+                if replay is not None:
+                    replay.batch = number
                 self._inputs = hidden[start : start + self.batch_size]
                 forward_without_loss(self.model, self._window_batch(start, start + self.batch_size))
                 if update:

@@ -8,7 +8,10 @@ Memory model (what is resident besides the model while pruning):
 * per probed layer: its candidate mask (1 byte per weight) and its gradient statistic in ``gradient_dtype``
   (fp16: 2 bytes). Layerwise mode holds them for one block only; whole-model mode for every prunable weight;
 * transient: one layer's fp32 gradient and probe weight at a time (never a ``.grad`` on the model),
-  and the activations of one probe window's forward/backward (gradient checkpointing trims these).
+  and the activations of one probe window's forward/backward (gradient checkpointing trims these);
+* with reconstruction: one fp32 ``X^T X`` per input of the current block (``in_features**2 * 4`` bytes each),
+  and in sequential order the recorded output of the block's finished attention, replayed in its later passes
+  (the size of the hidden-state cache).
 
 No copy of the weights is ever taken: probing shrinks candidates only inside the forward pass, and
 pruning writes zeros block by block, each block's masks together.
@@ -30,7 +33,7 @@ from ..core.runtime import model_input_device, progress_bars_enabled
 from .config import GradProbeConfig
 from .decision import grown_candidates, probe_masks, propose_candidates
 from .losses import LossFn, causal_lm_loss, kl_to_reference
-from .pipeline import BlockPipeline, forward_without_loss, stop_after
+from .pipeline import BlockPipeline, FinishedChildReplay, forward_without_loss, stop_after
 from .probing import GradientProbe, run_probe_batches
 from .reconstruction import HessianAccumulator, output_error, reconstruct_admm, reconstruct_sparsegpt
 from .strategies import ActivationNormCollector, strategy_scores
@@ -230,11 +233,13 @@ class OneShotPruner:
         for index, layers in tqdm(
             grouped, desc="Blocks", disable=not progress_bars_enabled(self.progress), unit="block"
         ):
+            replay = None
             if cfg.reconstruction == "none":
                 self._prune_block(pipeline, index, layers, hidden, upfront)
             else:
-                self._prune_and_reconstruct_block(pipeline, index, layers, hidden, upfront)
-            pipeline.run_block(index, hidden, update=True)  # the next block sees this block's pruning
+                replay = self._prune_and_reconstruct_block(pipeline, index, layers, hidden, upfront)
+            # The next block sees this block's pruning.
+            pipeline.run_block(index, hidden, update=True, replay=replay)
 
     def _dense_probe(self) -> dict[str, tuple]:
         """Candidates and probed gradients of every layer, measured once on the dense model."""
@@ -288,12 +293,15 @@ class OneShotPruner:
             probed = self._block_probe(pipeline, index, layers, hidden, norms)
         self._decide_with(layers, norms, probed)
 
-    def _prune_and_reconstruct_block(self, pipeline: BlockPipeline, index: int, layers, hidden, upfront) -> None:
+    def _prune_and_reconstruct_block(
+        self, pipeline: BlockPipeline, index: int, layers, hidden, upfront
+    ) -> FinishedChildReplay | None:
         """Decide and reconstruct one block, stage by stage; on failure the block's weights are put back.
 
         A stage is the layers that read the same input (q/k/v; gate/up). In ``sequential`` order each stage's
         statistics are taken after the earlier stages are pruned and reconstructed (o_proj sees the pruned
-        attention); in ``parallel`` order every stage's come from the block's input in one pass.
+        attention), and the block's finished parts are replayed rather than recomputed (returned for the block's
+        last pass); in ``parallel`` order every stage's statistics come from the block's input in one pass.
         """
         cfg = self.config
         # One block's weights, to undo a half-done block: a block is either fully pruned or untouched.
@@ -311,14 +319,19 @@ class OneShotPruner:
             probed = upfront
             if cfg.probe and upfront is None:
                 probed = self._block_probe(pipeline, index, layers, hidden, collector.sq_norms())
+            sequential = cfg.reconstruction_order == "sequential"
+            replay = FinishedChildReplay(pipeline.blocks[index], layers) if sequential else None
             for number, stage in enumerate(stages):
-                if number and cfg.reconstruction_order == "sequential":
+                if number and sequential:
                     collector = HessianCollector([stage])
-                    pipeline.run_block(index, hidden, hooks=collector, before=stage[0].module)
+                    pipeline.run_block(index, hidden, hooks=collector, before=stage[0].module, replay=replay)
                 norms = collector.sq_norms() if cfg.strategy == "wanda" else None
                 self._decide_with(stage, norms, probed)
                 for layer in stage:
                     self._reconstruct(layer, collector.hessian(layer.name), backup[layers.index(layer)])
+                if replay is not None:
+                    replay.mark_final(stage)
+            return replay
         except BaseException:
             with torch.no_grad():
                 for layer, weight in zip(layers, backup, strict=True):
