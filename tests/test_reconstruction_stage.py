@@ -146,54 +146,18 @@ def test_layers_sharing_an_input_share_one_hessian_equal_to_their_own():
         torch.testing.assert_close(collector.sq_norms()[layer.name].double(), (x * x).sum(0), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("order", ["sequential", "parallel"])
-def test_statistics_passes_stop_before_the_layers_they_collect_for(order):
-    """A statistics pass needs its last layers' input only, so it stops before they run. Apart from the one-window
-    passes that discover the model's structure, a layer computes with its dense weights only where a later layer's
-    input needs it: never in sequential order (each stage is pruned before the next pass), and in parallel order
-    (one pass from the dense block) for every stage but the last."""
-    model = make_tiny_llama()
+def _tokens_computed(model, config):
+    """Per prunable layer, the tokens it computed while still dense and after it was pruned, over a whole
+    prune_pretrained run: ``{name: {"dense": n, "pruned": n}}``."""
     layers = find_prunable_layers(model)
-    dense_tokens = {layer.name: 0 for layer in layers}
+    tokens = {layer.name: {"dense": 0, "pruned": 0} for layer in layers}
 
     def count(module, args, output, name):
-        if not bool((module.weight == 0).any()):
-            dense_tokens[name] += args[0].shape[:-1].numel()
+        state = "pruned" if bool((module.weight == 0).any()) else "dense"
+        tokens[name][state] += args[0].shape[:-1].numel()
 
     handles = [
         layer.module.register_forward_hook(lambda m, a, o, name=layer.name: count(m, a, o, name)) for layer in layers
-    ]
-    try:
-        prune_pretrained(
-            model, _config(probe=False, reconstruction_order=order), calibration=_windows(), progress=False
-        )
-    finally:
-        for handle in handles:
-            handle.remove()
-    windows = _windows()
-    # Block 0 runs once on one window to learn whether blocks return tuples, and each block once on one window to
-    # group its layers by input.
-    structure = 2 * windows.shape[1]
-    for name, tokens in dense_tokens.items():
-        if order == "sequential" or name.endswith("down_proj"):
-            assert tokens <= structure, (name, tokens)
-        else:
-            assert tokens >= windows.numel(), (name, tokens)  # the one dense pass ran it on every window
-
-
-def _pruned_tokens_per_layer(model, config):
-    """Tokens each layer of block 1 computed after it was pruned, over a whole prune_pretrained run."""
-    layers = [layer for layer in find_prunable_layers(model) if layer.block_index == 1]
-    tokens = {layer.name.rsplit(".", 1)[-1]: 0 for layer in layers}
-
-    def count(module, args, output, short):
-        if bool((module.weight == 0).any()):
-            tokens[short] += args[0].shape[:-1].numel()
-
-    shorts = [layer.name.rsplit(".", 1)[-1] for layer in layers]
-    handles = [
-        layer.module.register_forward_hook(lambda m, a, o, short=short: count(m, a, o, short))
-        for layer, short in zip(layers, shorts, strict=True)
     ]
     try:
         prune_pretrained(model, config, calibration=_windows(), progress=False)
@@ -201,6 +165,33 @@ def _pruned_tokens_per_layer(model, config):
         for handle in handles:
             handle.remove()
     return tokens
+
+
+@pytest.mark.parametrize("order", ["sequential", "parallel"])
+def test_statistics_passes_stop_before_the_layers_they_collect_for(order):
+    """A statistics pass needs its last layers' input only, so it stops before they run. Apart from the one-window
+    passes that discover the model's structure, a layer computes with its dense weights only where a later layer's
+    input needs it: never in sequential order (each stage is pruned before the next pass), and in parallel order
+    (one pass from the dense block) for every stage but the last."""
+    tokens = _tokens_computed(make_tiny_llama(), _config(probe=False, reconstruction_order=order))
+    windows = _windows()
+    # Block 0 runs once on one window to learn whether blocks return tuples, and each block once on one window to
+    # group its layers by input.
+    structure = 2 * windows.shape[1]
+    for name, computed in tokens.items():
+        if order == "sequential" or name.endswith("down_proj"):
+            assert computed["dense"] <= structure, (name, computed)
+        else:
+            assert computed["dense"] >= windows.numel(), (name, computed)  # the one dense pass ran it on every window
+
+
+def _pruned_tokens_of_block_1(model, config):
+    """Tokens each layer of block 1 computed after it was pruned, by short name (q_proj, ...)."""
+    return {
+        name.rsplit(".", 1)[-1]: computed["pruned"]
+        for name, computed in _tokens_computed(model, config).items()
+        if ".layers.1." in name
+    }
 
 
 def test_sequential_passes_replay_the_finished_attention_and_give_identical_results(monkeypatch):
@@ -212,7 +203,7 @@ def test_sequential_passes_replay_the_finished_attention_and_give_identical_resu
 
     config = _config(probe=False, reconstruction_order="sequential")
     model = make_tiny_llama()
-    tokens = _pruned_tokens_per_layer(model, config)
+    tokens = _pruned_tokens_of_block_1(model, config)
     n = _windows().numel()
     # q/k/v: the o_proj pass and the recording gate/up pass; o_proj: the recording pass; the MLP as without replay
     # (gate/up in the down_proj pass and the last pass, down_proj in the last pass).
@@ -223,6 +214,6 @@ def test_sequential_passes_replay_the_finished_attention_and_give_identical_resu
     }
     monkeypatch.setattr(FinishedChildReplay, "active", lambda self, record=True: contextlib.nullcontext(self))
     recomputed = make_tiny_llama()
-    assert _pruned_tokens_per_layer(recomputed, config)["q_proj"] == 4 * n  # without replay
+    assert _pruned_tokens_of_block_1(recomputed, config)["q_proj"] == 4 * n  # without replay
     for layer, other in zip(find_prunable_layers(model), find_prunable_layers(recomputed), strict=True):
         assert torch.equal(layer.weight, other.weight), layer.name

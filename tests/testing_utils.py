@@ -169,6 +169,16 @@ def tiny_gradprobe_config(**overrides):
     return GradProbeConfig(**{**base, **overrides})
 
 
+def leave_process_group() -> None:
+    """End of a script launched by `run_on_two_gloo_ranks`: the ranks leave together and close gloo before the
+    interpreter exits (a rank exiting while gloo's threads still run aborts: "terminate called without an active
+    exception")."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def run_on_two_gloo_ranks(script, *arguments, timeout=240) -> None:
     """Run ``script`` with ``torchrun --nproc_per_node=2`` (one thread each, offline); fail the test on a non-zero exit."""
     import socket

@@ -94,7 +94,7 @@ class FinishedChildReplay:
             for child in block.children()
             if any(module is inner for module in self.modules for inner in child.modules())
         ]
-        self.final: set[int] = set()
+        self.final: set[nn.Module] = set()
         self.batch = 0
         self._dirty = False
         self._recording: dict[nn.Module, dict[int, object]] = {}
@@ -102,7 +102,7 @@ class FinishedChildReplay:
 
     def mark_final(self, layers) -> None:
         """``layers`` are pruned and reconstructed: they will not change again."""
-        self.final.update(id(layer.module) for layer in layers)
+        self.final.update(layer.module for layer in layers)
 
     @contextlib.contextmanager
     def active(self, record: bool = True):
@@ -114,7 +114,7 @@ class FinishedChildReplay:
             self._dirty = False  # a new forward of the block: nothing non-final has run yet
 
         def ran(module, args):
-            if id(module) not in self.final:
+            if module not in self.final:
                 self._dirty = True
 
         def finished(module, args, output):

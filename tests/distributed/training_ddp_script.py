@@ -9,7 +9,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testing_utils import TINY_VOCAB_SIZE, make_tiny_gpt2
+from testing_utils import TINY_VOCAB_SIZE, leave_process_group, make_tiny_gpt2
 
 from hf_gradprobe.training import PruningTrainer, PruningTrainingArguments
 
@@ -55,9 +55,7 @@ def main(output_dir: str) -> None:
         },
         f"{output_dir}/rank{rank}.pt",
     )
-    # Leave together and close gloo before exiting: a rank exiting while gloo's threads run can abort.
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == "__main__":

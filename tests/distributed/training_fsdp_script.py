@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testing_utils import BOS_ID, EOS_ID, PAD_ID, TINY_VOCAB_SIZE
+from testing_utils import BOS_ID, EOS_ID, PAD_ID, TINY_VOCAB_SIZE, leave_process_group
 
 from hf_gradprobe.core.layers import find_prunable_layers
 from hf_gradprobe.training import PruningCallback, PruningTrainer, PruningTrainingArguments
@@ -161,14 +161,7 @@ def select_mode(output_dir: str) -> None:
         )
         callback.on_train_end(args, None, None)
     torch.save(results, f"{output_dir}/select_rank{rank}.pt")
-    shut_down()
-
-
-def shut_down() -> None:
-    """Leave together and close gloo before the interpreter exits: a rank that exits while gloo's threads still
-    run aborts ("terminate called without an active exception")."""
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_process_group()
 
 
 def trainer_mode(output_dir: str, method: str, comparison_group: str) -> None:
@@ -257,7 +250,7 @@ def trainer_mode(output_dir: str, method: str, comparison_group: str) -> None:
         {"first": first, "resumed": second, "rank": rank},
         f"{output_dir}/trainer_rank{rank}.pt",
     )
-    shut_down()
+    leave_process_group()
 
 
 if __name__ == "__main__":
