@@ -18,12 +18,13 @@ INSTALL_REQUIRES = [
     "huggingface_hub>=1.0",
     "safetensors>=0.4",
     "tqdm",
+    "filelock",
     "psutil",
     "pyyaml",
     "typing_extensions",
 ]
 EXTRAS = {
-    "test": ["pytest>=8", "gguf>=0.10", "matplotlib>=3.7", "peft>=0.13", "trl>=0.19", "tensorboard>=2.14"],
+    "test": ["pytest>=8", "hypothesis>=6.100", "gguf>=0.10", "matplotlib>=3.7", "peft>=0.13", "trl>=0.19", "tensorboard>=2.14"],
     "card": ["matplotlib>=3.7"],
     "gguf": ["gguf>=0.10"],
 }
