@@ -24,7 +24,15 @@ INSTALL_REQUIRES = [
     "typing_extensions",
 ]
 EXTRAS = {
-    "test": ["pytest>=8", "hypothesis>=6.100", "gguf>=0.10", "matplotlib>=3.7", "peft>=0.13", "trl>=0.19", "tensorboard>=2.14"],
+    "test": [
+        "pytest>=8",
+        "hypothesis>=6.100",
+        "gguf>=0.10",
+        "matplotlib>=3.7",
+        "peft>=0.13",
+        "trl>=0.19",
+        "tensorboard>=2.14",
+    ],
     "card": ["matplotlib>=3.7"],
     "gguf": ["gguf>=0.10"],
 }
