@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import logging
 
+from .validation import describe_value
+
 
 logger = logging.get_logger(__name__)
 
@@ -70,14 +72,21 @@ class RowShards:
 
 
 def validate_sparsity(sparsity: float, name: str = "sparsity") -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity):
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {sparsity!r}.")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not _finite(sparsity):
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {describe_value(sparsity)}.")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(
-            f"`{name}` must be in [0, 1) (the fraction of weights set to zero), got {sparsity!r}. "
+            f"`{name}` must be in [0, 1) (the fraction of weights set to zero), got {describe_value(sparsity)}. "
             "For example 0.5 prunes half of the prunable weights."
         )
     return float(sparsity)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def parse_nm_pattern(pattern: str | None, name: str = "pattern") -> tuple[int, int] | None:
@@ -132,25 +141,32 @@ def _prunable(scores: torch.Tensor) -> torch.Tensor:
     return scores != math.inf
 
 
-def lowest_k_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Prune exactly ``round(sparsity * numel)`` entries of the whole tensor (per-layer comparison)."""
+def lowest_k_mask(scores: torch.Tensor, sparsity: float, *, warn: bool = True) -> torch.Tensor:
+    """Prune exactly ``round(sparsity * numel)`` entries of the whole tensor (per-layer comparison).
+
+    ``warn``: say so when the mask prunes the whole layer (off for masks that only propose, e.g. candidates)."""
     sparsity = validate_sparsity(sparsity)
     flat = _as_fp32(scores).reshape(1, -1)
     k = num_to_prune(flat.numel(), sparsity)
-    if 0 < sparsity and k >= flat.numel() > 1:
+    mask = _lowest_k_mask_last_dim(flat, k)
+    # Checked on the mask itself: non-finite scores are kept even when the quota would reach them.
+    if warn and 0 < sparsity and k >= flat.numel() > 1 and bool(mask.all()):
         _warn_whole_group(f"the whole layer ({flat.numel()} weights)", sparsity)
-    return _lowest_k_mask_last_dim(flat, k).reshape(scores.shape)
+    return mask.reshape(scores.shape)
 
 
-def per_row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Prune exactly ``round(sparsity * in_features)`` entries of every output row (Wanda's group)."""
+def per_row_mask(scores: torch.Tensor, sparsity: float, *, warn: bool = True) -> torch.Tensor:
+    """Prune exactly ``round(sparsity * in_features)`` entries of every output row (Wanda's group).
+
+    ``warn``: say so when the mask prunes whole rows (off for masks that only propose, e.g. candidates)."""
     sparsity = validate_sparsity(sparsity)
     if scores.dim() != 2:
         raise ValueError(f"per_row comparison needs a 2-D (out, in) score matrix, got shape {tuple(scores.shape)}.")
     k = num_to_prune(scores.shape[1], sparsity)
-    if 0 < sparsity and k >= scores.shape[1]:
+    mask = _lowest_k_mask_last_dim(_as_fp32(scores), k)
+    if warn and 0 < sparsity and k >= scores.shape[1] and bool(mask.all(dim=1).any()):
         _warn_whole_group(f"every output row ({scores.shape[1]} weights each)", sparsity)
-    return _lowest_k_mask_last_dim(_as_fp32(scores), k)
+    return mask
 
 
 def _warn_whole_group(group: str, sparsity: float) -> None:
@@ -249,11 +265,11 @@ def _sampled_masks(scores, sparsity, sample_fraction, seed, shards=None, indices
     return [(s <= threshold) & _prunable(s) for s in map(_as_fp32, scores)]
 
 
-def _pooled_lowest_k(scores: Sequence[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
+def _pooled_lowest_k(scores: Sequence[torch.Tensor], sparsity: float, warn: bool = True) -> list[torch.Tensor]:
     """Exact: ``round(sparsity * total)`` pruned over the pool, ties by position in pool order."""
     total = sum(t.numel() for t in scores)
     if len(scores) == 1:
-        return [lowest_k_mask(scores[0], sparsity)]
+        return [lowest_k_mask(scores[0], sparsity, warn=warn)]
     # One flat fp32 copy of the pool (4 bytes per score): the reason for EXACT_LIMIT.
     flat = torch.cat([_as_fp32(t).reshape(-1).cpu() for t in scores]).reshape(1, -1)
     mask = _lowest_k_mask_last_dim(flat, num_to_prune(total, sparsity)).reshape(-1)
@@ -274,6 +290,7 @@ def select_masks(
     sample_fraction: float | None = None,
     seed: int = 0,
     shards: RowShards | None = None,
+    warn_whole_groups: bool = True,
 ) -> list[torch.Tensor]:
     """Masks (True = pruned) for a list of (out, in) score matrices: the one place thresholds are chosen.
 
@@ -292,6 +309,9 @@ def select_masks(
     they are; an exact pool is gathered whole on every process (at most ``exact_limit`` scores, as without
     shards), a sampled threshold is agreed on through ``shards.sum_``. Counts (``round(sparsity * numel)``, the
     sample sizes) are those of the whole matrices.
+
+    ``warn_whole_groups``: warn when a mask prunes whole rows or layers; off for masks that only propose
+    (candidates), which are not the weights pruned.
     """
     scores = list(scores)
     nm = parse_nm_pattern(pattern)
@@ -309,7 +329,7 @@ def select_masks(
             return []
         if sample_fraction is None and sum(numels) <= exact_limit:
             if shards is None:
-                return _pooled_lowest_k(scores, sparsity)
+                return _pooled_lowest_k(scores, sparsity, warn_whole_groups)
             whole = [shards.gather(t, shards.counts[i]) for i, t in enumerate(scores)]
             masks = _pooled_lowest_k(whole, sparsity)
             return [
@@ -323,12 +343,12 @@ def select_masks(
     for index, (score, value) in enumerate(zip(scores, sparsities, strict=True)):
         value = validate_sparsity(value)
         if comparison_group == "per_row":
-            masks.append(per_row_mask(score, value))
+            masks.append(per_row_mask(score, value, warn=warn_whole_groups))
         elif sample_fraction is None and numels[index] <= exact_limit:
             if shards is None:
-                masks.append(lowest_k_mask(score, value))
+                masks.append(lowest_k_mask(score, value, warn=warn_whole_groups))
             else:
-                whole = lowest_k_mask(shards.gather(score, shards.counts[index]), value)
+                whole = lowest_k_mask(shards.gather(score, shards.counts[index]), value, warn=warn_whole_groups)
                 masks.append(shards.own_rows(index, whole).to(score.device))
         else:
             seed_of_layer = seed + 7919 * index

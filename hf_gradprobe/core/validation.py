@@ -9,22 +9,33 @@ Booleans are never accepted as numbers, strings never as numbers or booleans, an
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 
 
 __all__ = [
+    "COUNT_MAX",
     "SEED_MAX",
     "check_bool",
     "check_choice",
     "check_float",
     "check_int",
+    "check_positions",
     "check_seed",
+    "check_token_ids",
     "describe_value",
+    "input_vocab_size",
+    "position_limit",
 ]
 
 # Seeds go to `torch.Generator.manual_seed`, which takes 64-bit values; derived seeds add small offsets.
 SEED_MAX = 2**63 - 1
+# Counts (windows, tokens per window, batch sizes, iterations) stop at the int32 maximum: a tensor dimension or a
+# loop beyond it is never what was meant, and past it some kernels fail with an unclear error.
+COUNT_MAX = 2**31 - 1
+# Where model configs keep their positional limit, in the order looked up.
+POSITION_ATTRIBUTES = ("max_position_embeddings", "n_positions")
 _SHOWN = 60
 
 
@@ -62,14 +73,22 @@ def check_choice(name: str, value, choices: Iterable, *, hint: str | None = None
     return value
 
 
+def _number_text(value) -> str:
+    # Integers exactly (a seed's bound of 9223372036854775807 is not 9.22337e+18); floats short.
+    if value is None:  # an open side of the bounds
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _bounds_text(minimum, maximum, exclusive_minimum: bool, exclusive_maximum: bool, kind: str) -> str:
+    low, high = _number_text(minimum), _number_text(maximum)
     if minimum is not None and maximum is not None:
         left, right = ("(" if exclusive_minimum else "["), (")" if exclusive_maximum else "]")
-        return f"{kind} in {left}{minimum:g}, {maximum:g}{right}"
+        return f"{kind} in {left}{low}, {high}{right}"
     if minimum is not None:
-        return f"{kind} {'>' if exclusive_minimum else '>='} {minimum:g}"
+        return f"{kind} {'>' if exclusive_minimum else '>='} {low}"
     if maximum is not None:
-        return f"{kind} {'<' if exclusive_maximum else '<='} {maximum:g}"
+        return f"{kind} {'<' if exclusive_maximum else '<='} {high}"
     return kind
 
 
@@ -130,3 +149,67 @@ def check_int(
 def check_seed(name: str, value) -> int:
     """A random seed: an integer in ``[0, 2**63 - 1]`` (what ``torch.Generator.manual_seed`` takes)."""
     return check_int(name, value, minimum=0, maximum=SEED_MAX, hint="a random seed")
+
+
+def position_limit(model) -> tuple[str, int] | None:
+    """``(attribute, value)`` of the longest input ``model`` was built for (``config.max_position_embeddings`` or
+    ``n_positions``, also inside a composite model's text config); ``None`` when its config states none."""
+    config = getattr(model, "config", None)
+    configs = [config]
+    get_text_config = getattr(config, "get_text_config", None)
+    if callable(get_text_config):
+        with contextlib.suppress(Exception):  # a config without a text part has no other place to look
+            configs.append(get_text_config())
+    for candidate in configs:
+        for attribute in POSITION_ATTRIBUTES:
+            value = getattr(candidate, attribute, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                # The key its config.json holds (GPT-2's max_position_embeddings is an alias of n_positions).
+                aliases = getattr(candidate, "attribute_map", None)
+                return (aliases.get(attribute, attribute) if isinstance(aliases, dict) else attribute), value
+    return None
+
+
+def check_positions(name: str, seq_len: int, model, *, hint: str | None = None) -> None:
+    """Refuse windows of ``seq_len`` tokens longer than ``model``'s positional limit (models stating none pass):
+    past it a learned position table is indexed out of range and rotary models run on positions never trained."""
+    limit = position_limit(model)
+    if limit is None or seq_len <= limit[1]:
+        return
+    attribute, value = limit
+    detail = f" {hint}" if hint else ""
+    raise ValueError(
+        f"`{name}`={seq_len} is longer than {type(model).__name__}'s {attribute}={value}: its windows must be at "
+        f"most {value} tokens.{detail} Lower `{name}` to {value} or less."
+    )
+
+
+def input_vocab_size(model) -> int | None:
+    """The number of rows of ``model``'s input embedding (``config.vocab_size`` when it has no embedding module)."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    size = getattr(embeddings, "num_embeddings", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def check_token_ids(name: str, ids, vocab_size: int | None, *, hint: str) -> None:
+    """Refuse a tensor of token ids that is not integer (floats would be cast to id 0, bools to 0/1) or holds ids
+    outside ``[0, vocab_size)`` (an out-of-range id is an IndexError on CPU, a device assert on CUDA)."""
+    import torch
+
+    if not isinstance(ids, torch.Tensor):
+        raise ValueError(f"`{name}` must be a tensor of integer token ids, got {type(ids).__name__}.")
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise ValueError(
+            f"`{name}` must hold integer token ids (dtype torch.long or another integer type), got dtype "
+            f"{ids.dtype}: {hint}"
+        )
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or (vocab_size is not None and high >= vocab_size):
+        size = f"has {vocab_size} entries (ids in [0, {vocab_size}))" if vocab_size is not None else "starts at id 0"
+        raise ValueError(f"`{name}` holds token ids in [{low}, {high}] but the model's vocabulary {size}: {hint}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -14,6 +14,15 @@ import torch
 
 from ..core.masking import COMPARISON_GROUPS, parse_nm_pattern, validate_sparsity
 from ..core.runtime import DTYPES, dtype_name
+from ..core.validation import (
+    COUNT_MAX,
+    SEED_MAX,
+    check_bool,
+    check_choice,
+    check_float,
+    check_seed,
+    describe_value,
+)
 from .probing import GRADIENT_STATISTICS
 from .strategies import STRATEGIES
 
@@ -24,6 +33,42 @@ GRADIENT_DTYPES = ("float16", "float32")
 RECONSTRUCTIONS = ("none", "admm", "sparsegpt")
 PROBE_LOSSES = ("lm", "kl")
 RECONSTRUCTION_ORDERS = ("sequential", "parallel")
+BOOL_FIELDS = ("probe", "layerwise", "probe_gradient_checkpointing")
+
+# (lowest, highest) value of each float field; fractions (upper end 1) exclude 1. The unbounded settings stop at
+# 1e6: the decision keys, damped Hessians and growth ratios are fp32, whose resolution (~1e-7) means a larger
+# weight or damping no longer lets the other term register at all, and inf or 1e40 overflows to inf or NaN, which
+# silently prunes nothing ("non-finite never prunes"). At 1e6 each setting is already at its limit in effect: every
+# weight proposed (candidate_ratio, for targets down to 1e-6), the strategy's score lost in the key (gradient_weight),
+# no candidate judged on its probed gradient (gradient_threshold), kept weights barely moved (damping, ridge).
+SETTING_MAX = 1e6
+FLOAT_BOUNDS = {
+    "target_sparsity": (0.0, 1.0),
+    "reduction_factor": (0.0, 1.0),
+    "gradient_threshold": (0.0, SETTING_MAX),
+    "gradient_weight": (0.0, SETTING_MAX),
+    "candidate_ratio": (1.0, SETTING_MAX),
+    "reconstruction_damping": (0.0, SETTING_MAX),
+    "reconstruction_ridge": (0.0, SETTING_MAX),
+}
+FLOAT_HINTS = {
+    "target_sparsity": "the fraction of prunable weights set to zero, e.g. 0.5",
+    "reduction_factor": "candidates are multiplied by it while probing",
+    "gradient_threshold": "None judges every candidate on its probed gradient",
+    "gradient_weight": "0 = strategy order only",
+    "candidate_ratio": "1 = probe only the strategy's choice",
+    "reconstruction_damping": "a fraction of the Hessian's mean diagonal, e.g. 0.01",
+    "reconstruction_ridge": "0 = plain least squares",
+}
+# (lowest, highest) value of each int field.
+INT_BOUNDS = {
+    "num_calibration_samples": (1, COUNT_MAX),
+    "calibration_seq_len": (2, COUNT_MAX),
+    "calibration_batch_size": (1, COUNT_MAX),
+    "num_probe_samples": (1, COUNT_MAX),
+    "calibration_seed": (0, SEED_MAX),
+    "reconstruction_iterations": (1, COUNT_MAX),
+}
 
 
 @dataclass
@@ -74,27 +119,28 @@ class GradProbeConfig:
         },
     )
     reduction_factor: float = field(
-        default=0.1, metadata={"help": "Candidates are multiplied by this factor while gradients are re-measured."}
+        default=0.1,
+        metadata={"help": "Candidates are multiplied by this factor while gradients are re-measured, in [0, 1)."},
     )
     gradient_threshold: float | None = field(
         default=None,
         metadata={
             "help": "If set, only candidates whose gradient grew by more than this relative amount "
             "(g1 > g0 * (1 + threshold)) are judged on the probed gradient g1, the others on the dense "
-            "gradient g0. Default: every candidate on g1."
+            "gradient g0; in [0, 1e6]. Default: every candidate on g1."
         },
     )
     gradient_weight: float = field(
         default=0.3,
         metadata={
             "help": "Weight of the probed saliency |W|*g against the strategy score when choosing "
-            "which candidates are pruned (both scaled to mean 1 per layer); 0 = strategy order only."
+            "which candidates are pruned (both scaled to mean 1 per layer), in [0, 1e6]; 0 = strategy order only."
         },
     )
     candidate_ratio: float = field(
         default=1.25,
         metadata={
-            "help": "Candidates proposed per group, as a multiple of the weights to prune (>= 1); "
+            "help": "Candidates proposed per group, as a multiple of the weights to prune, in [1, 1e6]; "
             "the probe chooses which of them are pruned. For N:M: extra candidates per group of M."
         },
     )
@@ -151,14 +197,15 @@ class GradProbeConfig:
         },
     )
     reconstruction_damping: float = field(
-        default=0.01, metadata={"help": "Added to the Hessian's diagonal, as a fraction of its mean diagonal."}
+        default=0.01,
+        metadata={"help": "Added to the Hessian's diagonal, as a fraction of its mean diagonal, in [0, 1e6]."},
     )
     reconstruction_iterations: int = field(default=20, metadata={"help": "ADMM iterations per layer."})
     reconstruction_ridge: float = field(
         default=0.0,
         metadata={
             "help": "Ridge term pulling the kept weights toward their original values (fraction of the "
-            "Hessian's mean diagonal); guards against fitting the calibration text."
+            "Hessian's mean diagonal, in [0, 1e6]); guards against fitting the calibration text."
         },
     )
     reconstruction_order: str = field(
@@ -178,32 +225,31 @@ class GradProbeConfig:
     ignore: list[str] | None = field(default=None, metadata={"help": "Regular expressions of modules to keep dense."})
 
     def __post_init__(self):
-        for name in ("probe", "layerwise", "probe_gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
-        validate_sparsity(self.target_sparsity, "target_sparsity")
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("comparison_group", self.comparison_group, COMPARISON_GROUPS)
-        parse_nm_pattern(self.pattern, "pattern")
-        _check_choice("gradient_statistic", self.gradient_statistic, GRADIENT_STATISTICS[:3])
-        if DTYPES.get(self.gradient_dtype) not in (torch.float16, torch.float32):
-            raise ValueError(f"`gradient_dtype` must be one of {list(GRADIENT_DTYPES)}, got {self.gradient_dtype!r}.")
-        self.gradient_dtype = dtype_name(DTYPES[self.gradient_dtype])
-        _check_number(
-            "reduction_factor", self.reduction_factor, 0.0, 1.0, "candidates are multiplied by it while probing"
-        )
-        if self.gradient_threshold is not None:
-            _check_number("gradient_threshold", self.gradient_threshold, 0.0, None, "or None")
-        _check_number("gradient_weight", self.gradient_weight, 0.0, None, "0 = strategy order only")
-        _check_number("candidate_ratio", self.candidate_ratio, 1.0, None, "1 = probe only the strategy's choice")
-        for name in ("num_calibration_samples", "calibration_seq_len", "calibration_batch_size", "num_probe_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if isinstance(self.calibration_seed, bool) or not isinstance(self.calibration_seed, int):
-            raise ValueError(f"`calibration_seed` must be an integer, got {self.calibration_seed!r}.")
-        if self.calibration_seq_len < 2:
-            raise ValueError(f"`calibration_seq_len` must be at least 2 tokens, got {self.calibration_seq_len}.")
+        # Every field is checked, each with one message naming it; values are stored in their normal form
+        # (floats as float, `pattern` as 'unstructured' or 'N:M', regex lists as lists), so a valid config
+        # saved as JSON reads back equal.
+        for name in BOOL_FIELDS:
+            check_bool(name, getattr(self, name))
+        for name, (low, high) in FLOAT_BOUNDS.items():
+            setattr(self, name, _check_float_field(name, getattr(self, name), low, high))
+        for name, (low, high) in INT_BOUNDS.items():
+            if name == "calibration_seed":
+                self.calibration_seed = check_seed(name, self.calibration_seed)
+            else:
+                setattr(self, name, _check_count(name, getattr(self, name), low, high))
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("comparison_group", self.comparison_group, COMPARISON_GROUPS)
+        self.pattern = _normal_pattern(self.pattern)
+        check_choice("gradient_statistic", self.gradient_statistic, GRADIENT_STATISTICS[:3])
+        gradient_dtype = DTYPES.get(self.gradient_dtype) if isinstance(self.gradient_dtype, str) else None
+        if gradient_dtype not in (torch.float16, torch.float32):
+            check_choice("gradient_dtype", self.gradient_dtype, GRADIENT_DTYPES, hint="'fp16'/'fp32' also work")
+        self.gradient_dtype = dtype_name(gradient_dtype)
+        check_choice("probe_loss", self.probe_loss, PROBE_LOSSES)
+        check_choice("reconstruction", self.reconstruction, RECONSTRUCTIONS)
+        check_choice("reconstruction_order", self.reconstruction_order, RECONSTRUCTION_ORDERS)
+        self.targets = _regex_list("targets", self.targets, allow_empty=False)
+        self.ignore = _regex_list("ignore", self.ignore, allow_empty=True)
         if self.probe and self.num_probe_samples > self.num_calibration_samples:
             raise ValueError(
                 f"`num_probe_samples`={self.num_probe_samples} exceeds `num_calibration_samples`="
@@ -216,28 +262,11 @@ class GradProbeConfig:
                 "`reconstruction` decide one block at a time. Use comparison_group='per_layer' or 'per_row' with "
                 "them, or layerwise=False and reconstruction='none'."
             )
-        _check_choice("probe_loss", self.probe_loss, PROBE_LOSSES)
         if self.probe_loss == "kl" and self.gradient_threshold is not None:
             raise ValueError(
                 "`probe_loss`='kl' has zero gradient at the dense weights, so `gradient_threshold` (which compares "
                 "with the dense gradient) cannot be used with it: set gradient_threshold=None or probe_loss='lm'."
             )
-        _check_choice("reconstruction", self.reconstruction, RECONSTRUCTIONS)
-        _check_choice("reconstruction_order", self.reconstruction_order, RECONSTRUCTION_ORDERS)
-        _check_number("reconstruction_damping", self.reconstruction_damping, 0.0, None, "fraction of mean diag H")
-        _check_number("reconstruction_ridge", self.reconstruction_ridge, 0.0, None, "0 = plain least squares")
-        if (
-            isinstance(self.reconstruction_iterations, bool)
-            or not isinstance(self.reconstruction_iterations, int)
-            or (self.reconstruction_iterations < 1)
-        ):
-            raise ValueError(
-                f"`reconstruction_iterations` must be a positive integer, got {self.reconstruction_iterations!r}."
-            )
-        if isinstance(self.targets, str):
-            self.targets = [self.targets]
-        if isinstance(self.ignore, str):
-            self.ignore = [self.ignore]
 
     @property
     def storage_dtype(self) -> torch.dtype:
@@ -267,14 +296,20 @@ class GradProbeConfig:
         return path
 
     @classmethod
-    def from_dict(cls, values: dict) -> GradProbeConfig:
+    def from_dict(cls, values: dict, *, source: str | None = None) -> GradProbeConfig:
+        """A config from a mapping of field names; unknown keys warn (a newer version's fields). ``source`` names
+        where the mapping was read, for the messages."""
+        where = f" in {source}" if source else ""
         if not isinstance(values, dict):
-            raise ValueError(f"A GradProbeConfig is read from a mapping of field names, got {type(values).__name__}.")
+            raise ValueError(
+                f"A GradProbeConfig is read from a mapping of field names, got {type(values).__name__}{where}."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(map(str, set(values) - known))
         if unknown:
             warnings.warn(
-                f"Ignoring unknown GradProbeConfig keys {unknown} (saved by a newer hf_gradprobe? `pip install -U hf_gradprobe`).",
+                f"Ignoring unknown GradProbeConfig keys {unknown}{where} (saved by a newer hf_gradprobe? "
+                "`pip install -U hf_gradprobe`).",
                 stacklevel=2,
             )
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -296,20 +331,68 @@ class GradProbeConfig:
                 values = yaml.safe_load(f)
         else:
             values = load_pruning_metadata(path, revision=revision, token=token)
-        if isinstance(values, dict) and isinstance(values.get("config"), dict):
+            if not os.path.isfile(file):
+                file = os.path.join(file, CONFIG_NAME) if os.path.isdir(file) else f"{file}/{CONFIG_NAME}"
+        if isinstance(values, dict) and "config" in values:
+            if not isinstance(values["config"], dict):
+                # The layout pruned models carry, damaged: its fields are not there to read.
+                raise ValueError(
+                    f'{file!r}: its "config" entry is not a mapping of GradProbeConfig fields (got '
+                    f"{type(values['config']).__name__} {describe_value(values['config'])}); the file is damaged. "
+                    "Save the config again (`GradProbeConfig.save_pretrained`) or fix the entry."
+                )
             values = values["config"]
-        return cls.from_dict(values)
+        return cls.from_dict(values, source=repr(file))
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+def _check_float_field(name: str, value, low: float, high: float) -> float | None:
+    if name == "target_sparsity":
+        return validate_sparsity(value, name)  # the wording sparsity has everywhere in the package
+    hint = FLOAT_HINTS[name]
+    if high <= 1.0:  # a fraction: the upper end is excluded
+        return check_float(name, value, minimum=low, maximum=high, exclusive_maximum=True, hint=hint)
+    return check_float(name, value, minimum=low, maximum=high, allow_none=name == "gradient_threshold", hint=hint)
 
 
-def _check_number(name: str, value, low: float, high: float | None, hint: str) -> None:
-    """``low <= value`` (and ``value < high`` when given); booleans and strings are refused."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value) and value >= low
-    ok = ok and (high is None or value < high)
-    if not ok:
-        bounds = f"in [{low:g}, {high:g})" if high is not None else f"a number >= {low:g}"
-        raise ValueError(f"`{name}` must be {bounds} ({hint}), got {value!r}.")
+def _check_count(name: str, value, low: int, high: int) -> int:
+    """An int in ``[low, high]``, worded as counts are: "a positive integer" (or "an integer >= low")."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return int(value)
+    allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+    raise ValueError(f"`{name}` must be {allowed} (at most {high}), got {describe_value(value)}.")
+
+
+def _normal_pattern(pattern) -> str:
+    """'unstructured' or the canonical 'N:M' (``" 02:4"`` -> ``"2:4"``); anything else is refused."""
+    if not isinstance(pattern, str):
+        raise ValueError(
+            f"`pattern` must be a string, 'unstructured' or 'N:M' such as '2:4', got {describe_value(pattern)}."
+        )
+    pattern = pattern.strip()
+    nm = parse_nm_pattern(pattern, "pattern")
+    return "unstructured" if nm is None else f"{nm[0]}:{nm[1]}"
+
+
+def _regex_list(name: str, value, *, allow_empty: bool) -> list[str] | None:
+    """``None``, or a list of non-empty regular expressions that compile (one string is a list of one)."""
+    if value is None:
+        return None
+    patterns = [value] if isinstance(value, str) else value
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(
+            f"`{name}` must be None, a regular expression or a list of them (non-empty strings matched against module "
+            f"names, e.g. ['q_proj', 'mlp']), got {describe_value(value)}."
+        )
+    if not patterns and not allow_empty:
+        raise ValueError(
+            f"`{name}` must name at least one module pattern (or be None for the default layers), got []."
+        )
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(
+                f"`{name}` holds {pattern!r}, which is not a regular expression ({err}); escape special characters "
+                "with a backslash."
+            ) from None
+    return list(patterns)

@@ -56,7 +56,10 @@ def propose_candidates(
         n, m = nm
         keep = m - nm_candidate_count(n, m, candidate_ratio)
         return [nm_mask(s, keep, m) if keep > 0 else torch.ones_like(s, dtype=torch.bool) for s in scores]
-    return select_masks(scores, candidate_sparsity(sparsity, candidate_ratio), comparison_group, seed=seed)
+    # Candidates are proposals, not what is pruned: a row proposed whole is no reason to warn.
+    return select_masks(
+        scores, candidate_sparsity(sparsity, candidate_ratio), comparison_group, seed=seed, warn_whole_groups=False
+    )
 
 
 def gradient_growth(g0: torch.Tensor, g1: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,8 +13,10 @@ import torch
 from transformers.utils import logging
 
 from .. import __version__
+from ..core.masking import DEFAULT_SAMPLE_FRACTION, EXACT_LIMIT, num_to_prune, parse_nm_pattern
 from ..core.runtime import PeakMemory, memory_now
 from ..core.sparsity import measure_sparsity
+from ..core.validation import check_token_ids, input_vocab_size, position_limit
 from ..evaluation.data import calibration_windows, tokenize_corpus
 from ..models import load_model
 from .config import GradProbeConfig
@@ -63,7 +66,8 @@ class PruningReport:
 
 
 def _check_windows(windows: torch.Tensor, model) -> None:
-    """Refuse calibration windows that cannot give a finite loss or index the model's embeddings."""
+    """Refuse calibration windows that cannot give a finite loss, index the model's embeddings or fit its
+    positions."""
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise ValueError(
             f"`calibration` windows must have at least 2 tokens each (shape (num_samples, seq_len >= 2)), got "
@@ -71,16 +75,58 @@ def _check_windows(windows: torch.Tensor, model) -> None:
         )
     if windows.numel() == 0:
         raise ValueError("`calibration` holds no token windows.")
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if embeddings is not None and getattr(embeddings, "num_embeddings", None):
-        vocab = embeddings.num_embeddings
-    low, high = int(windows.min()), int(windows.max())
-    if low < 0 or (vocab and high >= vocab):
+    limit = position_limit(model)
+    if limit is not None and windows.shape[1] > limit[1]:
+        attribute, value = limit
         raise ValueError(
-            f"`calibration` holds token ids in [{low}, {high}] but the model's vocabulary has {vocab} entries: the "
-            "tokenizer does not belong to this model. Pass the model's own tokenizer (`tokenizer=`)."
+            f"`calibration` windows have {windows.shape[1]} tokens each, more than {type(model).__name__}'s "
+            f"{attribute}={value}: cut them to at most {value} tokens (e.g. `windows[:, :{value}]`)."
         )
+    check_token_ids(
+        "calibration",
+        windows,
+        input_vocab_size(model),
+        hint="the tokenizer does not belong to this model. Pass the model's own tokenizer (`tokenizer=`).",
+    )
+
+
+def _check_seq_len_fits(config: GradProbeConfig, model) -> None:
+    """``calibration_seq_len`` within the model's positions, checked before any text is read."""
+    limit = position_limit(model)
+    if limit is not None and config.calibration_seq_len > limit[1]:
+        attribute, value = limit
+        raise ValueError(
+            f"`calibration_seq_len`={config.calibration_seq_len} is longer than {type(model).__name__}'s "
+            f"{attribute}={value} (the longest input its positions cover). Set calibration_seq_len to {value} or less."
+        )
+
+
+_CHUNK = 2**24  # elements checked at a time: the transient boolean stays at 16 MiB whatever the tensor's size
+
+
+def _nonfinite_parameters(named) -> list[tuple[str, str]]:
+    """``(name, "n NaN, m inf")`` for each floating-point tensor of ``named`` (``(name, tensor)`` pairs) that holds
+    NaN or inf values."""
+    found = []
+    for name, param in named:
+        tensor = param.detach()
+        to_local = getattr(tensor, "to_local", None)  # a DTensor: this process's shard
+        tensor = to_local() if callable(to_local) else tensor
+        if not tensor.is_floating_point() or tensor.device.type == "meta":
+            continue
+        nans = infs = 0
+        for chunk in tensor.reshape(-1).split(_CHUNK):
+            if not bool(torch.isfinite(chunk).all()):
+                nans += int(chunk.isnan().sum())
+                infs += int(chunk.isinf().sum())
+        if nans or infs:
+            found.append((name, ", ".join(f"{n} {kind}" for n, kind in ((nans, "NaN"), (infs, "inf")) if n)))
+    return found
+
+
+def _describe_parameters(found: list[tuple[str, str]], shown: int = 5) -> str:
+    text = ", ".join(f"{name} ({counts})" for name, counts in found[:shown])
+    return text + (f" and {len(found) - shown} more" if len(found) > shown else "")
 
 
 def _empty_rows(layer) -> int:
@@ -91,6 +137,89 @@ def _empty_rows(layer) -> int:
     return int((layer.out_in(weight) == 0).all(dim=1).sum())
 
 
+def _sampled_slack(numel: int, sparsity: float) -> int:
+    """Zeros a sampled threshold may miss its count by: six standard deviations of the sample quantile (see
+    `core.masking.sampled_threshold`), plus one for rounding."""
+    samples = max(1, math.ceil(DEFAULT_SAMPLE_FRACTION * numel))
+    return 1 + math.ceil(6 * math.sqrt(sparsity * (1 - sparsity) / samples) * numel)
+
+
+def _shortfall(layers, config: GradProbeConfig) -> list[dict]:
+    """The layers (or, with one global threshold, the pool) left with fewer zeros than their comparison groups
+    must get: exactly ``round(sparsity * size)`` per row or layer and ``M - N`` per N:M group, within the
+    documented error of a sampled threshold for pools larger than ``EXACT_LIMIT``.
+
+    Pruning only adds zeros, so a group can only fall short when it had too few finite scores to fill its quota
+    (non-finite never prunes); zeros the model already had count toward the quota, as pruning picks them first."""
+    sparsity = config.target_sparsity
+    nm = parse_nm_pattern(config.pattern)
+    if nm is None and sparsity == 0.0:
+        return []
+    group = config.pattern if nm is not None else config.comparison_group
+    entries, pool_zeros, pool_numel = [], 0, 0
+    for layer in layers:
+        weight = layer.weight.detach()
+        if weight.device.type == "meta" or weight.dim() != 2:
+            continue
+        zero = layer.out_in(weight) == 0
+        zeros, numel = int(zero.sum()), zero.numel()
+        if nm is not None:
+            n, m = nm
+            per_group = zero.reshape(-1, m).sum(dim=1)
+            expected, short = numel // m * (m - n), int((per_group < m - n).sum())
+        elif config.comparison_group == "per_row":
+            quota = num_to_prune(zero.shape[1], sparsity)
+            expected, short = zero.shape[0] * quota, int((zero.sum(dim=1) < quota).sum())
+        elif config.comparison_group == "per_layer":
+            expected = num_to_prune(numel, sparsity)
+            slack = 0 if numel <= EXACT_LIMIT else _sampled_slack(numel, sparsity)
+            short = int(zeros < expected - slack)
+        else:
+            pool_zeros, pool_numel = pool_zeros + zeros, pool_numel + numel
+            entries.append({"name": layer.name, "zeros": zeros, "expected_zeros": num_to_prune(numel, sparsity)})
+            continue
+        if short:
+            entries.append(
+                {"name": layer.name, "zeros": zeros, "expected_zeros": expected, "groups_short": short, "group": group}
+            )
+    if nm is not None or config.comparison_group != "global":
+        return entries
+    expected = num_to_prune(pool_numel, sparsity)
+    slack = 0 if pool_numel <= EXACT_LIMIT else _sampled_slack(pool_numel, sparsity)
+    if pool_zeros >= expected - slack:
+        return []
+    # One pool has no quota per layer: the layers below their share are named as the likely cause.
+    below = [entry["name"] for entry in entries if entry["zeros"] < entry["expected_zeros"]]
+    return [
+        {
+            "name": "<global>",
+            "zeros": pool_zeros,
+            "expected_zeros": expected,
+            "groups_short": 1,
+            "group": "global",
+            "layers": below,
+        }
+    ]
+
+
+def _shortfall_message(shortfall: list[dict], config: GradProbeConfig, shown: int = 8) -> str:
+    parts = []
+    for entry in shortfall[:shown]:
+        names = (
+            entry["name"] if entry["name"] != "<global>" else "the global pool (" + ", ".join(entry["layers"]) + ")"
+        )
+        unit = {"per_row": "rows", "per_layer": "layer", "global": "pool"}.get(entry["group"], "N:M groups")
+        short = f", {entry['groups_short']} {unit} short" if unit not in ("layer", "pool") else ""
+        parts.append(f"{names}: {entry['zeros']} zeros of {entry['expected_zeros']} expected{short}")
+    more = f"; and {len(shortfall) - shown} more layers" if len(shortfall) > shown else ""
+    return (
+        f"Pruning fell short of target_sparsity={config.target_sparsity} (pattern={config.pattern!r}, "
+        f"comparison_group={config.comparison_group!r}) in {'; '.join(parts)}{more}. Their scores were not finite "
+        "(NaN/inf: non-finite values never prune), e.g. overflowing activations or gradients; check the weights and "
+        "the calibration data, or try gradient_dtype='float32' / a float32 model. The report lists them as `shortfall`."
+    )
+
+
 def _calibration(calibration, tokenizer, config: GradProbeConfig) -> tuple[torch.Tensor, dict]:
     if isinstance(calibration, torch.Tensor) and calibration.dim() != 2:
         raise ValueError(
@@ -98,8 +227,10 @@ def _calibration(calibration, tokenizer, config: GradProbeConfig) -> tuple[torch
             f"{tuple(calibration.shape)}."
         )
     if isinstance(calibration, torch.Tensor) and calibration.dim() == 2:
-        if calibration.is_floating_point() or calibration.is_complex():
-            raise ValueError(f"`calibration` token windows must be integer ids, got dtype {calibration.dtype}.")
+        if calibration.dtype == torch.bool or calibration.is_floating_point() or calibration.is_complex():
+            raise ValueError(
+                f"`calibration` token windows must be integer ids (dtype torch.long), got dtype {calibration.dtype}."
+            )
         if calibration.shape[1] < 2:
             raise ValueError(
                 f"`calibration` token windows must have seq_len >= 2, got shape {tuple(calibration.shape)}: a "
@@ -170,16 +301,27 @@ def prune_pretrained(
 
     The model's weights are modified in place block by block; if an error interrupts pruning, the
     block being decided is untouched (probing never writes weights) and earlier blocks stay pruned.
+
+    Refused before any pruning work: a config that fails its checks (also one changed after construction),
+    calibration windows longer than the model's ``max_position_embeddings``/``n_positions``, windows that are not
+    integer ids of its vocabulary, and, when calibration data is used, parameters holding NaN or inf. A layer left
+    with fewer zeros than its comparison groups must get (non-finite scores never prune) is listed in the report's
+    ``shortfall`` entry (``report.extra["shortfall"]``: name, zeros, expected_zeros, groups_short, group) and warned.
     """
-    config = config or GradProbeConfig()
-    if overrides:
-        known = {f.name for f in dataclasses.fields(GradProbeConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(
-                f"prune_pretrained() got unknown arguments {unknown}; GradProbeConfig fields are {sorted(known)}."
-            )
-        config = dataclasses.replace(config, **overrides)
+    config = GradProbeConfig() if config is None else config
+    if not isinstance(config, GradProbeConfig):
+        raise ValueError(
+            f"`config` must be a GradProbeConfig (or None for the defaults), got {type(config).__name__}; build one "
+            "with `GradProbeConfig(**fields)` or `GradProbeConfig.from_pretrained(path)`."
+        )
+    known = {f.name for f in dataclasses.fields(GradProbeConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(
+            f"prune_pretrained() got unknown arguments {unknown}; GradProbeConfig fields are {sorted(known)}."
+        )
+    # A copy, checked again: a field assigned after construction (config.gradient_weight = inf) skips the checks.
+    config = dataclasses.replace(config, **overrides)
     model, tokenizer = load_model(
         model_or_id,
         tokenizer=tokenizer,
@@ -209,6 +351,17 @@ def prune_pretrained(
                 f"reconstruction={config.reconstruction!r}: give a text file, a datasets name, a list of texts or a "
                 "tensor of token windows (data-free pruning: strategy='magnitude', probe=False, reconstruction='none')."
             )
+        if not isinstance(calibration, torch.Tensor):
+            _check_seq_len_fits(config, model)
+        nonfinite = _nonfinite_parameters(model.named_parameters())
+        if nonfinite:
+            # One NaN weight turns every activation after it into NaN: statistics, gradients and reconstruction
+            # would all be meaningless, and nothing would be pruned where they are.
+            raise ValueError(
+                f"`model_or_id` has parameters holding NaN or inf: {_describe_parameters(nonfinite)}. The model is "
+                "broken (a failed training run, an fp16 overflow, a damaged file): pruning with calibration data "
+                "would give meaningless scores. Load an intact copy of the weights."
+            )
         windows, calibration_info = _calibration(calibration, tokenizer, config)
         _check_windows(windows, model)
         if config.num_probe_samples > len(windows) and config.probe:
@@ -224,6 +377,14 @@ def prune_pretrained(
         loss_fn = causal_lm_loss
 
     pruner = OneShotPruner(model, config, windows, loss_fn, progress=progress)
+    if not needs_data:
+        # Data-free pruning ranks each weight alone: non-finite ones are kept and the rest pruned, but say so.
+        nonfinite = _nonfinite_parameters((f"{layer.name}.weight", layer.weight) for layer in pruner.layers)
+        if nonfinite:
+            logger.warning(
+                f"Prunable weights hold NaN or inf: {_describe_parameters(nonfinite)}. They are kept as they are "
+                "(a non-finite value never prunes); the model is likely broken. Load an intact copy of the weights."
+            )
     # Output rows already without any weight (e.g. a padding embedding tied to the head) are not pruning's doing.
     empty_before = {layer.name: _empty_rows(layer) for layer in pruner.layers}
     device = pruner.device
@@ -281,6 +442,10 @@ def prune_pretrained(
             f"{config.target_sparsity}, comparison_group={config.comparison_group!r}): their units output only their "
             "bias. Lower `target_sparsity`; the count is in the report as `fully_pruned_rows`."
         )
+    shortfall = _shortfall(pruner.layers, config)
+    if shortfall:
+        report.extra["shortfall"] = shortfall
+        logger.warning(_shortfall_message(shortfall, config))
     tied = sorted({name for layer in pruner.layers for name in layer.tied_with})
     if tied:
         report.extra["tied_parameters_pruned"] = tied

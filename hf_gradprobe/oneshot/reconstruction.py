@@ -32,7 +32,12 @@ import math
 import torch
 
 
+# Damping (and ridge) beyond this leave the Hessian below fp32's resolution next to the added diagonal (~1e-7
+# relative): more of it changes nothing but can overflow. `GradProbeConfig` refuses larger values up front.
+DAMPING_MAX = 1e6
+
 __all__ = [
+    "DAMPING_MAX",
     "HessianAccumulator",
     "damped",
     "output_error",
@@ -197,7 +202,7 @@ def reconstruct_admm(
     keep = ~mask
     rhs = original @ h  # W0 H_d (H_d is symmetric)
     h.diagonal().add_(rho)
-    inverse = _cholesky_inverse(h)  # (H_d + rho I)^-1, well conditioned: its eigenvalues are >= rho
+    inverse = _cholesky_inverse(h, damping + ridge)  # (H_d + rho I)^-1, well conditioned: eigenvalues >= rho
     del h
     fixed = rhs @ inverse  # the part of every W-update that does not change across iterations
     del rhs
@@ -237,7 +242,7 @@ def reconstruct_sparsegpt(
     block_size = _check_int(block_size, "block_size", minimum=1)
     w, mask, h, scale = _scaled_problem(weight, mask, hessian, damping)
     # Upper Cholesky factor of H_d^-1 (of the unit-diagonal rescaling, which the sweep is invariant to).
-    upper = _cholesky(_cholesky_inverse(h), upper=True)
+    upper = _cholesky(_cholesky_inverse(h, damping), upper=True, damping=damping)
     del h
     columns = w.shape[1]
     for start in range(0, columns, block_size):
@@ -322,7 +327,19 @@ def _damp_(h: torch.Tensor, damping: float) -> torch.Tensor:
     """In place: ``h + damping * mean(diag h) * I``, dead inputs decoupled with diagonal 1."""
     diagonal = h.diagonal()
     dead = diagonal == 0
-    diagonal.add_(diagonal.mean() * damping)  # a tensor product: no device sync
+    mean = diagonal.mean()
+    diagonal.add_(mean * damping)  # a tensor product: no device sync
+    if not bool(torch.isfinite(diagonal).all()):
+        # Only a finite Hessian reaches here through the solvers; what overflowed is the damping term.
+        cause = (
+            f"`damping`={damping:g} times its mean diagonal ({float(mean):g}) overflows {h.dtype}"
+            if bool(torch.isfinite(mean))
+            else "its diagonal holds NaN or inf"
+        )
+        raise ValueError(
+            f"`hessian` (damped) is not finite: {cause}. Use a damping between 0 and {DAMPING_MAX:g} (e.g. 0.01) "
+            "and a finite Hessian."
+        )
     if bool(dead.any()):
         h[dead, :] = 0.0
         h[:, dead] = 0.0
@@ -346,20 +363,31 @@ def _scaled_problem(
     return w, mask.to(device), h, scale
 
 
-def _cholesky(h: torch.Tensor, *, upper: bool = False) -> torch.Tensor:
-    """Cholesky factor of the symmetric positive definite ``h``, with an actionable error when fp32 fails."""
+def _cholesky(h: torch.Tensor, *, upper: bool = False, damping: float | None = None) -> torch.Tensor:
+    """Cholesky factor of the symmetric positive definite ``h``, with an actionable error when fp32 fails.
+
+    ``damping`` is the one ``h`` was damped with: more damping is suggested only where it can help, i.e. ``h`` is
+    finite and the damping is below :data:`DAMPING_MAX` (beyond it the Hessian no longer registers in fp32)."""
     factor, info = torch.linalg.cholesky_ex(h, upper=upper)
-    if int(info) != 0:
+    if int(info) == 0:
+        return factor
+    # The damped, rescaled Hessian is finite by construction; only an inverse of a nearly singular one overflows.
+    detail = " (its inverse overflowed: the matrix is nearly singular)" if not bool(torch.isfinite(h).all()) else ""
+    if damping is not None and damping < DAMPING_MAX:
         raise ValueError(
-            "`hessian` (damped) is not positive definite in fp32: increase `damping` (e.g. from 0.01 to 0.1) "
-            "or collect more calibration tokens."
+            f"`hessian` (damped) is not positive definite in fp32{detail}: increase `damping` (e.g. from {damping:g} "
+            f"to {min(DAMPING_MAX, max(0.1, 10 * damping)):g}) or collect more calibration tokens."
         )
-    return factor
+    raise ValueError(
+        f"`hessian` (damped) is not positive definite in fp32{detail}"
+        + (f" even with `damping`={damping:g}" if damping is not None else "")
+        + ": it is too ill-conditioned for fp32. Collect more calibration tokens, or check the layer's inputs."
+    )
 
 
-def _cholesky_inverse(h: torch.Tensor) -> torch.Tensor:
+def _cholesky_inverse(h: torch.Tensor, damping: float | None = None) -> torch.Tensor:
     """Inverse of the symmetric positive definite ``h``, via Cholesky."""
-    return torch.cholesky_inverse(_cholesky(h))
+    return torch.cholesky_inverse(_cholesky(h, damping=damping))
 
 
 def _quadratic(delta: torch.Tensor, hessian: torch.Tensor) -> float:

@@ -14,6 +14,14 @@ import numpy as np
 import torch
 
 from hf_gradprobe.core.runtime import model_input_device
+from hf_gradprobe.core.validation import (
+    COUNT_MAX,
+    check_int,
+    check_positions,
+    check_token_ids,
+    input_vocab_size,
+    position_limit,
+)
 from hf_gradprobe.evaluation.perplexity import token_nll_sum
 from hf_gradprobe.models import load_model
 
@@ -46,7 +54,7 @@ Args:
     max_length (`int`, optional): tokens per window (BOS included). Longer texts are cut into
         consecutive non-overlapping windows; the first token of each window has no context and is
         not scored, as in `hf_gradprobe.compute_perplexity`. Defaults to the model's
-        `max_position_embeddings` (or `n_positions`).
+        `max_position_embeddings` (or `n_positions`); a longer one is refused.
     add_start_token (`bool`, defaults to True): prepend the tokenizer's BOS token to every text when
         it has one, so that the first word is scored too.
     device (`str`, optional): where to put a model loaded from `model_id` (an in-memory `model`
@@ -72,17 +80,13 @@ Examples:
 
 
 def _positive_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
+    return check_int(name, value, minimum=minimum, maximum=COUNT_MAX)
 
 
 def _default_max_length(model):
-    config = getattr(model, "config", None)
-    for attribute in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, attribute, None)
-        if isinstance(value, int) and value >= 2:
-            return value
+    limit = position_limit(model)
+    if limit is not None and limit[1] >= 2:
+        return limit[1]
     return None  # no positional limit known: one window per text
 
 
@@ -151,9 +155,20 @@ class Perplexity(evaluate.Metric):
         bos_id = tokenizer.bos_token_id if add_start_token else None
         if max_length is None:
             max_length = _default_max_length(model)
+        else:
+            check_positions("max_length", max_length, model)
         # No special tokens from the tokenizer: BOS is added (once per text) by `add_start_token` only.
         encoded = tokenizer(predictions, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         windows = list(_windows(encoded, bos_id, max_length))
+        # Ids beyond the model's embedding are an IndexError on CPU and a device assert on CUDA.
+        ids = [token for _, window in windows for token in window]
+        if ids:
+            check_token_ids(
+                "predictions",
+                torch.tensor(ids, dtype=torch.long),
+                input_vocab_size(model),
+                hint="the tokenizer does not belong to this model. Pass the model's own `tokenizer`.",
+            )
 
         nll_sums = [0.0] * len(encoded)
         counts = [0] * len(encoded)
