@@ -59,27 +59,38 @@ def nm_pattern(metadata: Mapping) -> str | None:
     return f"{nm[0]}:{nm[1]}" if nm else None
 
 
-def _jsonable(obj):
-    """A plain-JSON deep copy: the caller's dict is never mutated and json.dump never fails."""
+def _jsonable(obj, where: str = "metadata"):
+    """A plain-JSON deep copy: the caller's dict is never mutated and json.dump never fails.
+
+    A tensor or array of more than one element is refused (``TypeError`` naming ``where``, its key path): a
+    silently stringified tensor would be neither data nor readable.
+    """
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
+        return _jsonable(dataclasses.asdict(obj), where)
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, torch.dtype):
         return str(obj).removeprefix("torch.")
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return _jsonable(obj.item())
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+    shape = getattr(obj, "shape", None)
+    if isinstance(shape, tuple) and callable(getattr(obj, "tolist", None)):  # tensors, numpy arrays and scalars
+        if math.prod(shape) != 1:
+            raise TypeError(
+                f"`{where}` is an array of shape {tuple(shape)} ({type(obj).__module__}.{type(obj).__name__}): "
+                f"{PRUNING_CONFIG_NAME} holds plain JSON values. Store a number (`.item()`), a list (`.tolist()`) "
+                "or a summary instead, or leave it out."
+            )
+        return _jsonable(obj.item(), where)
+    if hasattr(obj, "item") and callable(obj.item):  # other scalar wrappers
         try:
-            return _jsonable(obj.item())
+            return _jsonable(obj.item(), where)
         except (TypeError, ValueError):
             pass
     return str(obj)
@@ -147,7 +158,7 @@ def build_pruning_metadata(model, metadata: Mapping | None = None, command: str 
 
     report = _measure(model, meta)
     if report is not None:
-        measured = _jsonable(report.to_dict())
+        measured = _jsonable(report.to_dict(), "the measured sparsity")
         claimed = meta.get("sparsity")
         if isinstance(claimed, (int, float)) and abs(claimed - measured["sparsity"]) > 1e-4:
             logger.warning(
