@@ -18,7 +18,7 @@ INSTALL_REQUIRES = [
     "huggingface_hub>=1.0",
     "safetensors>=0.4",
     "tqdm",
-    "filelock",
+    "filelock>=3.30",
     "psutil",
     "pyyaml",
     "typing_extensions",

@@ -296,10 +296,12 @@ def test_save_pruned_refuses_to_clobber(pruned, tmp_path):
     empty.mkdir()
     assert save_pruned(pruned, empty) == empty.resolve()  # an empty folder is fine
 
-    first = save_pruned(pruned, tmp_path / "model", metadata={"method": "first"})
-    (first / "model-00002-of-00002.safetensors").write_text("old")  # e.g. a shard of an earlier save
+    # Shards the first save wrote (and recorded) are replaced by a save with another shard count.
+    first = save_pruned(pruned, tmp_path / "model", metadata={"method": "first"}, max_shard_size="40KB")
+    shards = [p.name for p in first.glob("model-*.safetensors")]
+    assert len(shards) > 1
     second = save_pruned(pruned, tmp_path / "model", metadata={"method": "second"}, overwrite=True)
-    assert second == first and not (second / "model-00002-of-00002.safetensors").exists()
+    assert second == first and not any((second / name).exists() for name in shards)
     assert load_pruning_metadata(second)["method"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "model", "out"]  # no leftovers
 
