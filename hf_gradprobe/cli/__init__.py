@@ -16,10 +16,50 @@ from . import eval, inspect, prune
 COMMANDS = (eval, prune, inspect)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line with every secret redacted.
+
+    argparse echoes what it could not parse ("unrecognized arguments: --hub_token hf_...", "invalid choice:
+    '<value>'"), and a value typed there may be a token. Sub-command parsers are made of the same class
+    (``add_subparsers`` uses the parser's own type), so errors after the sub-command are redacted too.
+    """
+
+    def parse_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            from ..sharing.redaction import format_command
+
+            # Redacted as a command line: the value after a secret flag is hidden whatever its shape.
+            shown = format_command(["", *extras], prefix="").strip()
+            self.error(f"unrecognized arguments: {shown}{_unrecognized_hint(args, extras)}")
+        return namespace
+
+    def error(self, message: str):
+        from ..sharing.redaction import redact
+
+        text = redact(" ".join(str(message).split()))
+        self.exit(2, f"{self.prog}: error: {text} (see `{self.prog} --help`)\n")
+
+
+def _unrecognized_hint(argv: list[str], extras: list[str]) -> str:
+    """Name the flag a stray value follows: argparse reads "--probe -1" or "--flag -x" as two options, and its
+    message then names only the value."""
+    from ..sharing.redaction import is_secret_name
+
+    for extra in extras:
+        if not extra.startswith("-") or extra not in argv[1:]:
+            continue
+        before = argv[argv.index(extra, 1) - 1]
+        if before.startswith("--") and "=" not in before and not is_secret_name(before):
+            return f" ({extra} follows {before}: to give {before} a value starting with '-', write {before}={extra})"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="hf-gradprobe", description="Sparse language models with Transformers.")
+    parser = CommandParser(prog="hf-gradprobe", description="Sparse language models with Transformers.")
     parser.add_argument("--version", action="version", version=f"hf_gradprobe {__version__}")
     _add_global_options(parser, None)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +122,13 @@ def _one_line(err: BaseException) -> str:
     return redact(" ".join(str(err).split()) or type(err).__name__)
 
 
+def _print_traceback() -> None:
+    from ..sharing.redaction import redact
+
+    # The whole text, chained exceptions and source lines included, not only the last line.
+    sys.stderr.write(redact(traceback.format_exc()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``hf-gradprobe``. Exit codes: 0 done, 2 bad input (one line saying what and how to fix), 1 an
     internal error (one line; ``--debug`` shows the traceback), 130 interrupted."""
@@ -96,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except USER_ERRORS as err:
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"hf-gradprobe {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - the CLI turns any internal error into one line and exit 1
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         print(
             f"hf-gradprobe {args.command}: internal error: {type(err).__name__}: {_one_line(err)} (run again with "
             "--debug for the traceback, and report it)",

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, check_device_map, has_tokenizer_files
 
 
 @dataclass
@@ -27,6 +31,9 @@ class ModelArguments:
     )
     device_map: str | None = field(default=None, metadata={"help": "Accelerate device map, e.g. 'auto' or 'cuda:0'."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
+
+    def __post_init__(self):
+        check_device_map(self.device_map, "device_map")  # e.g. 'cuda:0' on a machine without CUDA
 
 
 def add_command(subparsers, name: str, dataclass_types: tuple, run, *, help: str, start=None):
@@ -69,11 +76,11 @@ def check_data_flag(value: str | None, flag: str) -> None:
     or a string that is neither a file nor a ``datasets`` name."""
     if value is None:
         return
-    import os
-
-    from ..evaluation.data import STRUCTURED_FORMATS, _check_dataset_name, _check_text_file
+    from ..evaluation.data import STRUCTURED_FORMATS, _check_dataset_name, _check_not_special, _check_text_file
 
     path = os.path.expanduser(value)
+    if len(path) < 4096:
+        _check_not_special(path, flag)
     if os.path.isdir(path):
         raise IsADirectoryError(
             f"`{flag}`={value!r} is a folder; pass a text/JSON(L)/parquet file or a datasets name."
@@ -88,6 +95,90 @@ def check_data_flag(value: str | None, flag: str) -> None:
     _check_dataset_name(value, flag)
 
 
+def check_model_source(model: str, *, needs_tokenizer: bool, why: str) -> None:
+    """Refuse, before loading, a local model folder that cannot serve: no config.json, or no tokenizer when
+    ``needs_tokenizer`` (``why`` says what needs one). Hub ids and the default model are checked when loaded."""
+    path = os.path.expanduser(model)
+    if model == DEFAULT_MODEL or not os.path.isdir(path):
+        return
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(
+            f"`model`={model!r} is a folder without config.json: it is not a saved model. Pass a folder written by "
+            "`save_pretrained`/`hf-gradprobe prune`, or a Hub id."
+        )
+    if needs_tokenizer and not has_tokenizer_files(path):
+        raise_no_tokenizer(model, why)
+
+
+def raise_no_tokenizer(model: str, why: str, reason: str | None = None):
+    detail = f" ({reason})" if reason else " (no tokenizer.json or tokenizer_config.json in it)"
+    raise ValueError(
+        f"`model`={model!r} has no tokenizer{detail}, and {why} needs one to turn text into tokens. Save the "
+        'tokenizer of the model it was made from into that folder: `python -c "from transformers import '
+        f"AutoTokenizer; AutoTokenizer.from_pretrained('BASE_MODEL').save_pretrained('{model}')\"`."
+    )
+
+
+def check_writable_output_dir(output_dir: str, name: str = "--output_dir") -> None:
+    """Refuse, before any work, an output folder the save could not write: its nearest existing parent must
+    take a new entry (the save writes a hidden sibling there and renames it into place), and an existing folder,
+    which the save replaces, must be writable itself. Immutable and read-only folders and file systems fail here.
+    """
+    folder = Path(output_dir).expanduser().absolute()
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return  # a file on the way: check_output_dir names it
+    fix = "choose a folder you can write to, or make it writable (`chmod u+w`; `chattr -i` if immutable)"
+    try:
+        # The same operation the save starts with; the empty folder is removed at once.
+        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}.write-check-", dir=parent))
+    except OSError as err:
+        raise PermissionError(
+            f"`{name}`={output_dir!r} cannot be written: nothing can be created in {os.fspath(parent)!r} "
+            f"({err.strerror or type(err).__name__}); {fix}."
+        ) from None
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        raise PermissionError(
+            f"`{name}`={output_dir!r} is not writable (read-only or immutable), so a save cannot replace it; {fix}."
+        )
+
+
+def perplexity_problem(perplexity: float | None, nll: float | None = None, overflow: bool = False) -> str | None:
+    """Why a perplexity is no number to report (``None`` when it is a finite one)."""
+    if not overflow and perplexity is not None and math.isfinite(perplexity):
+        return None
+    fix = "check the model's weights (e.g. `hf-gradprobe inspect`), or load it in float32 (`--dtype float32`)"
+    nan = (nll is not None and math.isnan(nll)) or (perplexity is not None and math.isnan(perplexity))
+    if nan:
+        return (
+            "the perplexity is not a finite number: the loss is NaN (the model's outputs hold NaN or infinite "
+            f"values); {fix}."
+        )
+    loss = f" (mean loss {nll:.4g} nats per token)" if nll is not None and math.isfinite(nll) else ""
+    return (
+        f"the perplexity is not a finite number: the mean loss per token is too large for exp(){loss}, an overflow "
+        f"(the model's logits are huge or infinite); {fix}."
+    )
+
+
+def _strict(value, path: str, non_finite: dict):
+    if isinstance(value, float) and not math.isfinite(value):
+        non_finite[path] = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item, f"{path}.{key}" if path else str(key), non_finite) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item, f"{path}[{i}]", non_finite) for i, item in enumerate(value)]
+    return value
+
+
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=None, default=str)
-    sys.stdout.write("\n")
+    """Print ``obj`` as one line of strict JSON: a non-finite float (which JSON cannot hold) is written ``null``,
+    and ``non_finite`` maps where each was to what it was (``"perplexity": "NaN"``)."""
+    non_finite: dict = {}
+    clean = _strict(obj, "", non_finite)
+    if non_finite and isinstance(clean, dict):
+        clean["non_finite"] = non_finite
+    sys.stdout.write(json.dumps(clean, indent=None, default=str, allow_nan=False) + "\n")

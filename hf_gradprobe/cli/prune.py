@@ -6,13 +6,26 @@ The pruning flags are the fields of `GradProbeConfig`, the others those of `Prun
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 import yaml
 
 from ..core.runtime import peak_resident_memory
 from ..oneshot.config import GradProbeConfig
-from .common import ModelArguments, add_command, check_data_flag, print_json
+from .common import (
+    ModelArguments,
+    add_command,
+    check_data_flag,
+    check_model_source,
+    check_writable_output_dir,
+    perplexity_problem,
+    print_json,
+    raise_no_tokenizer,
+)
+from .eval import check_window_flags
 
 
 @dataclass
@@ -47,6 +60,9 @@ class PruneArguments:
         },
     )
 
+    def __post_init__(self):
+        check_window_flags("eval_", self.eval_seq_len, self.eval_max_windows)
+
 
 def register(subparsers) -> None:
     add_command(
@@ -64,47 +80,131 @@ def _config_file_values(args) -> dict | None:
         return None
     try:
         return GradProbeConfig.from_pretrained(args.config).to_dict()
+    except RecursionError:
+        raise ValueError(
+            f"`--config`={args.config!r} is nested too deeply to be a GradProbeConfig file: pass a flat JSON/YAML "
+            "mapping of GradProbeConfig fields (e.g. `target_sparsity: 0.5`), or a pruned model's folder."
+        ) from None
     except (ValueError, OSError, yaml.YAMLError) as err:
         raise ValueError(f"--config {args.config}: {err}") from err
+
+
+def _needs_calibration(config: GradProbeConfig) -> bool:
+    # As in prune_pretrained: the probe, Wanda's activation norms and reconstruction all run on calibration data.
+    return bool(config.probe or config.strategy == "wanda" or config.reconstruction != "none")
+
+
+def _save_and_push(model, tokenizer, metadata: dict, command: str, prune_args: PruneArguments, token: str):
+    """Save the pruned model (to ``--output_dir``, else a temporary folder), then push that folder. A failed push
+    never loses the pruning: the error names the folder the model is kept in."""
+    from ..sharing import save_pruned
+    from ..sharing.push import PushToHubError, push_folder_to_hub
+
+    repo = prune_args.push_to_hub
+    holder = None
+    if prune_args.output_dir is not None:
+        target = prune_args.output_dir
+    else:
+        holder = tempfile.mkdtemp(prefix="hf_gradprobe-push-")
+        target = os.path.join(holder, repo.split("/")[-1])
+    try:
+        folder = save_pruned(
+            model,
+            target,
+            tokenizer=tokenizer,
+            metadata=metadata,
+            command=command,
+            overwrite=prune_args.overwrite,
+            repo_id=repo,
+        )
+    except BaseException:
+        if holder is not None:
+            shutil.rmtree(holder, ignore_errors=True)
+        raise
+    try:
+        # With --output_dir the pushed folder is the one kept there: written once, committed once.
+        push_folder_to_hub(folder, repo, private=prune_args.private or None, token=token)  # None: Hub default
+    except Exception as err:
+        kept = (
+            f"The pruned model is kept in the temporary folder {os.fspath(folder)!r}: move it somewhere safe, then "
+            f"push it with `hf upload {repo} FOLDER`."
+            if holder is not None
+            else f"The pruned model is saved in {os.fspath(folder)!r}: push it with `hf upload {repo} {folder}`."
+        )
+        raise PushToHubError(f"{err} {kept}") from err
+    if holder is not None:
+        shutil.rmtree(holder, ignore_errors=True)
+    return folder
 
 
 def run(args, config: GradProbeConfig, prune_args: PruneArguments, model_args: ModelArguments) -> int:
     from ..evaluation.perplexity import compute_perplexity
     from ..models import load_model
     from ..oneshot.prune import prune_pretrained
-    from ..sharing import push_to_hub, save_pruned
+    from ..sharing import save_pruned
+    from ..sharing.push import check_push_target
     from ..sharing.redaction import format_command
     from ..sharing.save import check_output_dir
 
-    # Everything cheap first: a bad folder or data path fails in a second, not after loading and pruning.
+    # Everything cheap first: a bad flag, folder, repo, token or data path fails in a second, not after loading
+    # and pruning (an hour on a 7B model) with nothing saved.
+    token = None
+    if prune_args.push_to_hub is not None:
+        token = check_push_target(prune_args.push_to_hub, name="--push_to_hub")
     if prune_args.output_dir is not None:
         check_output_dir(prune_args.output_dir, prune_args.overwrite, flag="--overwrite", name="--output_dir")
+        check_writable_output_dir(prune_args.output_dir, name="--output_dir")
     check_data_flag(prune_args.calibration, "--calibration")
     check_data_flag(prune_args.eval_data, "--eval_data")
     if prune_args.eval_dense and not prune_args.eval_data:
         raise ValueError("`--eval_dense` measures the dense perplexity on `--eval_data`: pass `--eval_data DATA` too.")
+    needs_calibration = _needs_calibration(config)
+    if needs_calibration and prune_args.calibration is None:
+        raise ValueError(
+            f"`--calibration` is required for --strategy {config.strategy} with --probe {str(config.probe).lower()} "
+            f"and --reconstruction {config.reconstruction}: pass a text/JSON(L)/parquet file or a datasets name "
+            "(data-free pruning: --strategy magnitude --probe false --reconstruction none)."
+        )
+    text_flags = " and ".join(
+        flag for flag, value in (("--calibration", needs_calibration), ("--eval_data", prune_args.eval_data)) if value
+    )
+    why = f"`hf-gradprobe prune {text_flags}`"
+    check_model_source(args.model, needs_tokenizer=bool(text_flags), why=why)
 
     model, tokenizer = load_model(args.model, **asdict(model_args))
+    if text_flags and tokenizer is None:
+        raise_no_tokenizer(args.model, why, "none could be loaded")
     progress = not prune_args.json
 
-    def evaluate(model):
-        return compute_perplexity(
-            model,
-            tokenizer,
-            prune_args.eval_data,
-            seq_len=prune_args.eval_seq_len,
-            max_windows=prune_args.eval_max_windows,
-            progress=progress,
-        )
+    def evaluate(model, which: str):
+        try:
+            result = compute_perplexity(
+                model,
+                tokenizer,
+                prune_args.eval_data,
+                seq_len=prune_args.eval_seq_len,
+                max_windows=prune_args.eval_max_windows,
+                progress=progress,
+            )
+        except OverflowError:  # exp() of a mean loss above ~709 nats
+            raise ValueError(
+                f"`--eval_data`={prune_args.eval_data!r}, {which}: {perplexity_problem(None, overflow=True)}"
+            ) from None
+        problem = perplexity_problem(result.perplexity, result.nll)
+        if problem:
+            raise ValueError(f"`--eval_data`={prune_args.eval_data!r}, {which}: {problem}")
+        return result
 
-    before = evaluate(model).perplexity if (prune_args.eval_data and prune_args.eval_dense) else None
+    before = (
+        evaluate(model, "the dense model").perplexity if (prune_args.eval_data and prune_args.eval_dense) else None
+    )
     model, report = prune_pretrained(
         model, config, calibration=prune_args.calibration, tokenizer=tokenizer, return_report=True, progress=progress
     )
     after, eval_error = None, None
     if prune_args.eval_data:
         try:
-            after = evaluate(model)
+            after = evaluate(model, "the pruned model")
         except Exception as err:  # noqa: BLE001 - the pruned model is saved first, then the error is reported
             eval_error = err
     report.perplexity_before = before
@@ -115,20 +215,10 @@ def run(args, config: GradProbeConfig, prune_args: PruneArguments, model_args: M
             "seq_len": prune_args.eval_seq_len,
             "windows": after.windows,
         }
-    command = format_command(["hf-gradprobe", *args.argv], prefix="hf-gradprobe")  # token values redacted
+    command = format_command(["hf-gradprobe", *args.argv], prefix="hf-gradprobe")  # secret values redacted
     metadata = report.to_dict()
     if prune_args.push_to_hub:
-        # With --output_dir the pushed folder is the one kept there: written once, committed once.
-        push_to_hub(
-            model,
-            prune_args.push_to_hub,
-            tokenizer=tokenizer,
-            metadata=metadata,
-            command=command,
-            private=prune_args.private or None,  # None: the Hub's default visibility
-            output_dir=prune_args.output_dir,
-            overwrite=prune_args.overwrite,
-        )
+        _save_and_push(model, tokenizer, metadata, command, prune_args, token)
     elif prune_args.output_dir:
         save_pruned(
             model,

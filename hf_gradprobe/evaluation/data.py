@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
 from collections.abc import Sequence
 
 import torch
@@ -12,6 +13,36 @@ import torch
 
 # Any other local file is read as plain text (e.g. WikiText's `wiki.test.raw`).
 STRUCTURED_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_not_special(path: str, argument: str) -> None:
+    """Refuse a path that exists but is no regular file or folder (a FIFO, ``/dev/null``, a socket) or a broken
+    link: each would otherwise be taken for a missing file or a datasets name on the Hub."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(
+                f"`{argument}`={path!r} is a broken symbolic link (to {os.readlink(path)!r}): point it at an existing "
+                "text/JSON(L)/parquet file, or pass that file."
+            ) from None
+        return
+    except (OSError, ValueError):  # a name too long or holding a NUL byte is no file: other checks name it
+        return
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            raise ValueError(
+                f"`{argument}`={path!r} is {kind}, not a regular file: pass a text/JSON(L)/parquet file (to use a "
+                "stream, save it to a file first)."
+            )
 
 
 def _check_text_file(path: str, argument: str) -> None:
@@ -75,6 +106,8 @@ def load_text(
 
     path = os.fspath(source)
     ext = os.path.splitext(path)[1].lower()
+    if len(path) < 4096:
+        _check_not_special(path, argument)
     if len(path) < 4096 and os.path.isfile(path):
         if os.path.getsize(path) == 0:
             return ""  # datasets fails obscurely on an empty file; the caller reports too-short data

@@ -15,7 +15,7 @@ from transformers.utils import logging
 from ..core.layers import find_prunable_layers
 from ..core.masking import parse_nm_pattern
 from ..core.sparsity import LayerSparsity, SparsityReport, layer_sparsity, measure_sparsity
-from ..models import DEFAULT_MODEL, is_hub_id, load_model
+from ..models import DEFAULT_MODEL, check_safetensors_file, is_hub_id, load_model
 from .metadata import PRUNING_CONFIG_NAME, config_value, load_pruning_metadata, metadata_from_model, nm_pattern
 from .redaction import redact
 
@@ -42,11 +42,40 @@ def _pruning_summary(metadata: dict | None) -> dict:
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:
+    """The safetensors files of ``folder`` (those its index lists, if it has one), each checked readable."""
     index = folder / _SAFETENSORS_INDEX
     if index.is_file():
-        with open(index, encoding="utf-8") as f:
-            return sorted({folder / name for name in json.load(f)["weight_map"].values()})
-    return sorted(folder.glob("*.safetensors"))
+        shown = os.fspath(index)
+        fix = "save the model again, or download it again"
+        try:
+            with open(index, encoding="utf-8") as f:
+                data = json.load(f)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(f"`model_or_id`: {shown!r} is not a valid JSON index ({reason}); {fix}.") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(
+                f"`model_or_id`: {shown!r} has no `weight_map` (a mapping of weight names to safetensors files); "
+                f"{fix}."
+            )
+        names = sorted(set(weight_map.values()))
+        for name in names:
+            # Compared without resolving links: a Hub snapshot's files are links into its blob store.
+            if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir:
+                raise ValueError(f"`model_or_id`: {shown!r} lists {name!r}, outside its folder; {fix}.")
+        files = [folder / name for name in names]
+        for file in files:
+            if not file.is_file():
+                raise FileNotFoundError(
+                    f"`model_or_id`: {shown!r} lists {os.fspath(file.relative_to(folder))!r}, which is not in the "
+                    f"folder (an incomplete copy or download?); {fix}."
+                )
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    for file in files:
+        check_safetensors_file(file)  # only the header: a damaged file is named before any tensor is read
+    return files
 
 
 def _skeleton(folder: Path, trust_remote_code: bool) -> nn.Module:

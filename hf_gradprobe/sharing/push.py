@@ -23,21 +23,41 @@ _LOGIN_HINT = (
     "Log in with `hf auth login` (or `huggingface_hub.login()` in Python), set the HF_TOKEN environment variable, "
     "or pass `token=`; create a token with write access at https://huggingface.co/settings/tokens."
 )
+# The command line has no token flag (a token typed there would land in the shell history).
+_CLI_LOGIN_HINT = (
+    "Log in with `hf auth login`, or set the HF_TOKEN environment variable; create a token with write access at "
+    "https://huggingface.co/settings/tokens."
+)
 
 
 class PushToHubError(OSError):
     """Pushing to the Hub failed (no token, refused, network); the message says why and never holds the token."""
 
 
-def _resolve_token(token) -> str:
+def _resolve_token(token, hint: str = _LOGIN_HINT) -> str:
     if token is False:
         raise ValueError("`token=False` disables authentication, but pushing needs a token with write access.")
     if token is not None and not isinstance(token, str):
         raise TypeError(f"`token` must be a string or None, got {type(token).__name__}.")
     resolved = token if isinstance(token, str) and token else get_token()
     if not resolved:
-        raise PushToHubError(f"No Hugging Face token found, and pushing needs one. {_LOGIN_HINT}")
+        raise PushToHubError(f"No Hugging Face token found, and pushing needs one. {hint}")
     return resolved
+
+
+def check_push_target(repo_id, token: str | None = None, *, name: str = "repo_id") -> str:
+    """Check, before any work, that a push to ``repo_id`` can start: a valid repo id and a token (``token``,
+    ``HF_TOKEN`` or ``hf auth login``; nothing is sent). Returns the token. ``name`` spells the argument in the
+    messages (``--push_to_hub`` on the command line, which also changes the login hint)."""
+    try:
+        check_repo_id(repo_id)
+    except (TypeError, ValueError) as err:
+        raise ValueError(str(err).replace("`repo_id`", f"`{name}`", 1)) from None
+    hint = _CLI_LOGIN_HINT if name.startswith("--") else _LOGIN_HINT
+    try:
+        return _resolve_token(token, hint)
+    except PushToHubError as err:
+        raise PushToHubError(f"`{name}`={repo_id!r}: {err}") from None
 
 
 def _push_hint(err: BaseException) -> str:

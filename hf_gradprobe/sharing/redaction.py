@@ -4,9 +4,12 @@
 A name is secret when one of its words (split at ``_``, ``-``, ``.`` and case changes) is ``token``, ``key``,
 ``secret``, ``password`` (or ``passwd``, ``apikey``, ``credentials``): ``--token``, ``--hub_token``, ``HF_TOKEN``,
 ``api_key``, ``aws_secret_access_key``, ``db_password``. The special-token names of tokenizers (``pad_token``...)
-are not. The value of a secret name is replaced by ``***`` in ``--name value``, ``--name=value``,
-``NAME=value`` and ``"name": value``, in mappings (recursively, :func:`redact_secrets`), and every string shaped
-like a Hugging Face token (``hf_...``) is replaced wherever it appears.
+are not; ``authorization``, ``auth`` and ``cookie`` are. The value of a secret name is replaced by ``***`` in
+``--name value``, ``--name=value``, ``NAME=value`` and ``"name": value``, and in mappings (recursively,
+:func:`redact_secrets`). Wherever they appear, these credentials are replaced too: every string shaped like a
+Hugging Face token (``hf_...``), the value of an ``Authorization``/``Proxy-Authorization`` header
+(``Authorization: Bearer ***``), a ``Bearer`` credential, and the userinfo of a URL
+(``https://user:password@host`` becomes ``https://***@host``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,33 @@ from collections.abc import Mapping, Sequence
 
 
 REDACTED = "***"
-_SECRET_WORDS = frozenset({"token", "key", "secret", "secrets", "password", "passwd", "apikey", "credentials"})
+_SECRET_WORDS = frozenset(
+    {
+        "token",
+        "key",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "apikey",
+        "credentials",
+        "authorization",
+        "auth",
+        "cookie",
+    }
+)
 _NOT_SECRET = frozenset(f"{kind}_token" for kind in ("bos", "eos", "pad", "unk", "sep", "cls", "mask"))
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+# The value of an Authorization header, its scheme included: "Authorization: Basic dXNlcjpwdw==".
+_HEADER_RE = re.compile(
+    r"""(?i)(?P<name>(?<![\w-])(?:proxy-)?authorization)(?P<sep>["']?\s*[:=]\s*["']?)"""
+    r"""(?P<value>(?:[A-Za-z][\w-]*[ \t]+)?[^\s"',;)}\]]+)"""
+)
+# "Bearer <credential>" anywhere (a header printed without its name); the credential holds a digit or a symbol,
+# so that prose ("the bearer of ...") is left alone.
+_BEARER_RE = re.compile(r"(?i)(?P<scheme>\bbearer[ \t]+)(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/-]{8,}=*")
+# The userinfo of a URL ("scheme://user:password@host"): it never holds "/", so a path's "@" is not taken for it.
+_URL_USERINFO_RE = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@")
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _VALUE = r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;)}\]"']+)"""
 # name=value, name: value, "name": "value", --name=value
@@ -48,18 +75,38 @@ def _hide_value(match: re.Match) -> str:
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` with the given secrets, the values of secret names and Hugging Face tokens replaced by ``***``."""
+    """``text`` with the given secrets, the values of secret names and every credential (Hugging Face tokens,
+    Authorization headers, Bearer values, URL userinfo) replaced by ``***``."""
     text = str(text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
-    text = _ASSIGN_RE.sub(_hide_value, text)
-    text = _OPTION_RE.sub(_hide_value, text)
-    return _TOKEN_RE.sub(REDACTED, text)
+    text = redact_tokens(text)
+    return _hide_secret_values(_OPTION_RE, _hide_secret_values(_ASSIGN_RE, text))
+
+
+def _hide_secret_values(pattern: re.Pattern, text: str) -> str:
+    """``pattern.sub(_hide_value, text)``, except that the value after a name that is not secret is searched
+    again: in "unrecognized arguments: --token=abc" the value of "arguments" holds "--token=abc"."""
+    out, pos = [], 0
+    while (match := pattern.search(text, pos)) is not None:
+        if is_secret_name(match["name"]):
+            out += [text[pos : match.start()], _hide_value(match)]
+            pos = match.end()
+        else:
+            out.append(text[pos : match.end("sep")])
+            pos = match.end("sep")
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def redact_tokens(text: str) -> str:
-    """``text`` with every string shaped like a Hugging Face token replaced by ``***`` (nothing else touched)."""
+    """``text`` with every credential replaced by ``***``: strings shaped like a Hugging Face token, the value of
+    an Authorization header, a Bearer value and the userinfo of a URL. Nothing else is touched (``key: value``
+    prose keeps its values), so it is safe on a model card's text."""
+    text = _HEADER_RE.sub(lambda match: f"{match['name']}{match['sep']}{REDACTED}", str(text))
+    text = _BEARER_RE.sub(lambda match: f"{match['scheme']}{REDACTED}", text)
+    text = _URL_USERINFO_RE.sub(lambda match: f"{match['scheme']}{REDACTED}@", text)
     return _TOKEN_RE.sub(REDACTED, text)
 
 
