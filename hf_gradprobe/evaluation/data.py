@@ -163,15 +163,25 @@ def _check_length(num_tokens: int, seq_len: int, argument: str = "seq_len") -> N
         )
 
 
-def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0) -> torch.Tensor:
-    """``num_windows`` random windows of ``seq_len`` tokens, drawn with a generator seeded by ``seed``."""
-    ids = ids.reshape(-1)
-    _check_length(ids.numel(), seq_len)
+def calibration_window_starts(num_tokens: int, num_windows: int, seq_len: int, seed: int = 0) -> list[int]:
+    """Where each of :func:`calibration_windows`' windows starts in a stream of ``num_tokens`` tokens.
+
+    The starts are drawn uniformly (with replacement) by a generator seeded with ``seed``, so the same arguments
+    always give the same windows; benchmarks use them to keep validation text disjoint from calibration.
+    """
+    _check_length(num_tokens, seq_len)
     if num_windows < 1:
         raise ValueError(f"`num_windows` (calibration samples) must be at least 1, got {num_windows}.")
     generator = torch.Generator().manual_seed(int(seed))
-    starts = torch.randint(0, ids.numel() - seq_len + 1, (num_windows,), generator=generator)
-    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
+    return torch.randint(0, num_tokens - seq_len + 1, (num_windows,), generator=generator).tolist()
+
+
+def calibration_windows(ids: torch.Tensor, num_windows: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """``num_windows`` random windows of ``seq_len`` tokens of ``ids``, starting where
+    :func:`calibration_window_starts` says."""
+    ids = ids.reshape(-1)
+    starts = calibration_window_starts(ids.numel(), num_windows, seq_len, seed)
+    return torch.stack([ids[s : s + seq_len] for s in starts])
 
 
 def evaluation_windows(
