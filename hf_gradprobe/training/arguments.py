@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.utils import logging
 
-from ..core.masking import COMPARISON_GROUPS, validate_sparsity
+from ..core.masking import COMPARISON_GROUPS
+from ..core.validation import check_bool, check_choice, check_float, check_int, describe_value
 from .importance import METHODS, needs_optimizer_state
-from .schedule import SCHEDULES, check_step_order
+from .schedule import SCHEDULES, STEP_MAX, check_step_order
 
 
 logger = logging.get_logger(__name__)
@@ -34,54 +36,75 @@ def resolve_pruning_options(
     layer_adaptive: bool | None,
     sample_fraction: float | None,
 ) -> dict:
-    """Validate the pruning options and fill the per-method defaults; returns the resolved values."""
-    if method not in METHODS:
-        raise ValueError(
-            f"`pruning_method`={method!r} is not supported. Choose one of {list(METHODS)}: bitter0..bitter9 "
-            "score weights from AdamW's moments, 'magnitude' uses |W|, 'movement' -W*grad accumulated, and "
-            "'fixed' keeps the zeros the model already has."
-        )
-    validate_sparsity(target_sparsity, "pruning_target_sparsity")
+    """Validate the pruning options and fill the per-method defaults; returns the resolved values.
+
+    Each bad value raises one ``ValueError`` naming its `pruning_*` field (the same message for
+    `PruningTrainingArguments` and `PruningCallback`).
+    """
+    check_choice(
+        "pruning_method",
+        method,
+        METHODS,
+        hint="bitter0..bitter9 score weights from AdamW's moments, 'magnitude' uses |W|, 'movement' -W*grad "
+        "accumulated, and 'fixed' keeps the zeros the model already has",
+    )
+    target_sparsity = check_float(
+        "pruning_target_sparsity",
+        target_sparsity,
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_maximum=True,
+        hint="the fraction of the prunable weights set to zero at the end of the ramp, e.g. 0.5",
+    )
     if schedule is None:
         schedule = "linear" if method in LINEAR_BY_DEFAULT else "cubic"
-    if schedule not in SCHEDULES:
-        raise ValueError(f"`pruning_schedule`={schedule!r} is not supported. Choose one of {list(SCHEDULES)}.")
+    check_choice("pruning_schedule", schedule, SCHEDULES, hint="or None for the method's default")
     check_step_order(start_step, end_step)
-    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
-        raise ValueError(
-            f"`pruning_frequency`={frequency!r} must be a whole number of optimizer steps >= 1 "
-            "(masks are recomputed every that many steps during the ramp)."
-        )
-    if layer_adaptive is None:
+    check_int(
+        "pruning_frequency",
+        frequency,
+        minimum=1,
+        maximum=STEP_MAX,
+        hint="masks are recomputed every that many optimizer steps during the ramp",
+    )
+    if layer_adaptive is not None:
+        check_bool("pruning_layer_adaptive", layer_adaptive, hint="or None: on for bitter4 only")
+    else:
         layer_adaptive = method == "bitter4"
     if comparison_group is None:
         comparison_group = "per_layer" if layer_adaptive else "global"
-    if comparison_group not in COMPARISON_GROUPS:
-        raise ValueError(
-            f"`pruning_comparison_group`={comparison_group!r} is not supported. Choose one of "
-            f"{list(COMPARISON_GROUPS)}: the target sparsity in every output row of each layer, in every layer, or "
-            "over all prunable weights at once."
-        )
+    check_choice(
+        "pruning_comparison_group",
+        comparison_group,
+        COMPARISON_GROUPS,
+        hint="the target sparsity in every output row of each layer, in every layer, or over all prunable weights "
+        "at once",
+    )
     if layer_adaptive and comparison_group != "per_layer":
         raise ValueError(
             "`pruning_layer_adaptive=True` gives each layer its own sparsity (0.7x to 1.3x the target from the "
             "first block to the last), which needs `pruning_comparison_group='per_layer'`, got "
             f"{comparison_group!r}. Set the group to 'per_layer' or turn layer-adaptive scaling off."
         )
-    if sample_fraction is not None and not 0.0 < sample_fraction <= 1.0:
-        raise ValueError(
-            f"`pruning_sample_fraction`={sample_fraction!r} must be in (0, 1] (e.g. 0.02 samples 2% of the "
-            "scores to estimate the threshold), or None to be exact on small pools and sample 2% on large ones."
-        )
+    sample_fraction = check_float(
+        "pruning_sample_fraction",
+        sample_fraction,
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_minimum=True,
+        allow_none=True,
+        hint="e.g. 0.02 samples 2% of the scores to estimate the threshold; None is exact on small pools and "
+        "samples 2% on large ones",
+    )
     return {
         "method": method,
-        "target_sparsity": float(target_sparsity),
+        "target_sparsity": target_sparsity,
         "schedule": schedule,
         "start_step": start_step,
         "end_step": end_step,
         "frequency": frequency,
         "comparison_group": comparison_group,
-        "layer_adaptive": bool(layer_adaptive),
+        "layer_adaptive": layer_adaptive,
         "sample_fraction": sample_fraction,
     }
 
@@ -91,11 +114,33 @@ NONFINITE_ACTIONS = ("skip", "raise")
 
 def check_on_nonfinite(value, name: str = "pruning_on_nonfinite") -> str:
     """Validate what a mask update does when scores are NaN/inf: ``"skip"`` (warn, keep the masks) or ``"raise"``."""
-    if value not in NONFINITE_ACTIONS:
+    return check_choice(
+        name,
+        value,
+        NONFINITE_ACTIONS,
+        hint="'skip': a mask update whose scores hold NaN or inf is skipped with a warning; 'raise': it stops "
+        "training",
+    )
+
+
+def check_patterns(name: str, value) -> str | list[str] | tuple[str, ...] | None:
+    """Validate module-name regular expressions (`targets`/`ignore`): None, one string, or a list of strings."""
+    patterns = [value] if isinstance(value, str) else value
+    if value is not None and (
+        not isinstance(patterns, (list, tuple)) or not all(isinstance(pattern, str) for pattern in patterns)
+    ):
         raise ValueError(
-            f"`{name}`={value!r} is not supported. Choose 'skip' (a mask update whose scores hold NaN or inf is "
-            "skipped with a warning) or 'raise' (it stops training)."
+            f"`{name}` must be a regular expression over module names, a list of them, or None, got "
+            f"{describe_value(value)}."
         )
+    for pattern in patterns or ():
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(
+                f"`{name}` entry {describe_value(pattern)} is not a valid regular expression ({error}); escape "
+                "literal characters such as '(' or '[' with a backslash."
+            ) from None
     return value
 
 
@@ -140,6 +185,19 @@ class PruningTrainingArguments(TrainingArguments):
     pruning_adjust_step_budget (`bool`, defaults to `False`):
         Opt-in: multiply `max_steps` (or `num_train_epochs`) by the per-variant step budget of the AdamWPrune
         recipe (bitter2 x1.21, bitter3/4/5/6/8/9 x1.30). Logged as a warning when applied.
+
+    > Resuming (`trainer.train(resume_from_checkpoint=...)`)
+
+    The checkpoint's `pruning_state.safetensors` is checked at train begin, before any step (see
+    [`PruningCallback`]): a damaged file, one of another model, method or step, or masks that disagree with
+    their own schedule are refused naming the file. With the same `pruning_*` values the run goes on exactly as
+    the uninterrupted one. A different `pruning_method` is refused, and so are a different comparison group or
+    layer-adaptive setting once anything is pruned, a `pruning_target_sparsity` below the sparsity already
+    reached (masks only grow), and a `pruning_end_step` at or before the resumed step while the target is not
+    reached. Another target, schedule, start or end step re-plans the ramp from the sparsity reached at the
+    resumed step to the new target at the new end step (logged as a warning); a finished ramp stays finished.
+
+    Every bad value raises one `ValueError` naming its `pruning_*` field.
     """
 
     pruning_method: str = field(
@@ -209,10 +267,14 @@ class PruningTrainingArguments(TrainingArguments):
             self.pruning_layer_adaptive,
             self.pruning_sample_fraction,
         )
+        self.pruning_target_sparsity = resolved["target_sparsity"]
         self.pruning_schedule = resolved["schedule"]
         self.pruning_comparison_group = resolved["comparison_group"]
         self.pruning_layer_adaptive = resolved["layer_adaptive"]
+        check_patterns("pruning_targets", self.pruning_targets)
+        check_patterns("pruning_ignore", self.pruning_ignore)
         check_on_nonfinite(self.pruning_on_nonfinite)
+        check_bool("pruning_adjust_step_budget", self.pruning_adjust_step_budget)
         optim = str(getattr(self.optim, "value", self.optim)).lower()
         if needs_optimizer_state(self.pruning_method) and "adam" not in optim:
             logger.warning(

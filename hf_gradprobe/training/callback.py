@@ -19,8 +19,9 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..core.layers import PrunableLayer, find_prunable_layers
-from ..core.masking import EXACT_LIMIT, apply_mask_
-from .arguments import check_on_nonfinite, resolve_pruning_options
+from ..core.masking import DEFAULT_SAMPLE_FRACTION, EXACT_LIMIT, apply_mask_
+from ..core.validation import check_bool, check_int, check_seed
+from .arguments import check_on_nonfinite, check_patterns, resolve_pruning_options
 from .distributed import (
     broadcast_masks_,
     ddp_inactive_message,
@@ -45,7 +46,7 @@ from .optimizer import (
     unwrap_optimizer,
     zero_pruned_state_,
 )
-from .schedule import is_update_step, resolve_steps, scheduled_sparsity
+from .schedule import is_update_step, last_update_step, planned_sparsity, resolve_steps
 from .selection import (
     PRUNED_SCORE,
     count_pruned,
@@ -54,9 +55,13 @@ from .selection import (
     sharded_per_row_message,
 )
 from .state import (
+    COUNTER_KEYS,
+    DAMAGED_HINT,
     PRUNING_STATE_NAME,
+    SCHEDULE_KEYS,
     checkpoint_folder,
-    load_pruning_state,
+    read_pruning_metadata,
+    read_pruning_tensors,
     save_pruning_state,
     sharded_state_name,
     state_file_to_resume,
@@ -64,6 +69,21 @@ from .state import (
 
 
 logger = logging.get_logger(__name__)
+
+# The `PruningTrainingArguments` field of each schedule value a pruning state records (steps resolved).
+ARGUMENT_OF = {
+    "target_sparsity": "pruning_target_sparsity",
+    "schedule": "pruning_schedule",
+    "start": "pruning_start_step",
+    "end": "pruning_end_step",
+    "frequency": "pruning_frequency",
+    "comparison_group": "pruning_comparison_group",
+    "layer_adaptive": "pruning_layer_adaptive",
+}
+# The values that shape the sparsity ramp; a change of any of them re-plans a resumed ramp.
+RAMP_KEYS = ("target_sparsity", "schedule", "start", "end")
+# Standard deviations of a sampled threshold's quantile error allowed when a restored state is checked.
+SAMPLED_SIGMAS = 6.0
 
 
 def running_trainer() -> tuple[object | None, str | None]:
@@ -180,6 +200,24 @@ class PruningCallback(TrainerCallback):
     the masks are those one process would choose; gradients are masked once reduce-scattered, before clipping.
     * `on_log`: add `pruning/*` metrics when the trainer did not already merge them (see [`PruningTrainer.log`]).
 
+    Resuming (`train(resume_from_checkpoint=...)`) restores the masks and counters of the checkpoint's
+    `pruning_state.safetensors` after checking it, at train begin, before any step; every refusal is one
+    `ValueError` naming the file:
+
+    * A damaged file (not safetensors, truncated, metadata missing or of the wrong type, a mask that is missing,
+      not bool or not the layer's shape, tensors of no layer) or one saved for another method, model or layers.
+    * A file that disagrees with itself or the run: a mask count other than the one it records, counters of
+      another step than the checkpoint's, masks sparser or denser than its own schedule allows at its step
+      (within the sampled-threshold tolerance), or, for `fixed`, masks where the model's weights are not zero.
+    * Changed options. Unchanged, the run goes on exactly as the uninterrupted one. A different
+      `pruning_method` is refused, so are a different `pruning_comparison_group`/`pruning_layer_adaptive` once
+      the masks prune anything, and a `pruning_target_sparsity` below what the masks already prune (masks only
+      grow). A different target, schedule, start or end step (including steps given as ratios that resolve
+      elsewhere because `max_steps` changed) re-plans the ramp: from the sparsity the masks have at the
+      resumed step to the new target at the new end step, with a warning; an end step at or before the resumed
+      step is refused while the target is not reached. A ramp that is finished (or a target already reached)
+      stays finished: the masks are kept as they are. A new `pruning_frequency` applies from the resumed step.
+
     Example:
 
     ```python
@@ -218,8 +256,12 @@ class PruningCallback(TrainerCallback):
         )
         for key, value in options.items():
             setattr(self, key, value)
-        self.targets, self.ignore, self.seed = targets, ignore, int(seed)
-        self.exact_limit, self.sync_masks = int(exact_limit), bool(sync_masks)
+        self.targets, self.ignore = check_patterns("targets", targets), check_patterns("ignore", ignore)
+        self.seed = check_seed("seed", seed)
+        self.exact_limit = check_int(
+            "exact_limit", exact_limit, minimum=0, hint="pools up to that many scores are decided exactly"
+        )
+        self.sync_masks = check_bool("sync_masks", sync_masks)
         self.on_nonfinite = check_on_nonfinite(on_nonfinite, "on_nonfinite")
         # Set by PruningTrainer.train (or by hand) to the folder being resumed; see `state.state_file_to_resume`.
         self.resume_from_checkpoint: str | None = None
@@ -258,10 +300,13 @@ class PruningCallback(TrainerCallback):
         self.rank_disagreements = 0  # mask entries where a rank's own choice differed from rank 0's
         self.shards = None  # FSDP2: how the prunable weights are split by rows (masks are then this rank's rows)
         self.start = self.end = 0
+        self.replan: tuple[int, float] | None = None  # (step, sparsity) a resumed ramp was re-planned from
+        self.preexisting_zeros = 0.0  # zeros (or rebuilt masks) that were there before this schedule pruned
         self._hooks: list = []
         self._seconds_since_log = 0.0
         self._updates_since_log = 0
         self._scale_before = None
+        self._resumed_global_step = 0  # the Trainer's global step a restored state must match
 
     # ---- schedule -------------------------------------------------------------------------------------
 
@@ -273,10 +318,12 @@ class PruningCallback(TrainerCallback):
     def target_at(self, step: int) -> float:
         if self.method == "fixed":
             return self.sparsity
-        return scheduled_sparsity(step, self.target_sparsity, self.start, self.end, self.schedule)
+        return planned_sparsity(step, self.target_sparsity, self.start, self.end, self.schedule, self.replan)
 
     def _resolve_steps(self, max_steps: int) -> None:
         self.start, self.end = resolve_steps(self.start_step, self.end_step, max_steps)
+
+    def _warn_if_end_after_training(self, max_steps: int) -> None:
         if self.method != "fixed" and self.end > max_steps:
             logger.warning(
                 f"`pruning_end_step` resolves to optimizer step {self.end}, after the last training step "
@@ -345,6 +392,7 @@ class PruningCallback(TrainerCallback):
                     f"same number of ranks it was saved with, from a folder every rank can read."
                 )
         if state_file is not None:
+            self._resumed_global_step = state.global_step
             self._load(state_file)
         else:
             if state.global_step > 0:
@@ -360,7 +408,12 @@ class PruningCallback(TrainerCallback):
             self.masks = [(w == 0) if rebuild else torch.zeros_like(w, dtype=torch.bool) for w in weights]
             if self.method == "movement":
                 self.movement = [torch.zeros_like(w, dtype=torch.float32) for w in weights]
-        self.pruned = self._count_pruned()
+            self.pruned = self._count_pruned()
+            # Zeros the schedule did not choose: a sampled threshold tied at 0 may prune them all at once, so a
+            # restored state may exceed its schedule by that much.
+            zeros = self.pruned if rebuild else self._global_count(sum(int((w == 0).sum()) for w in weights))
+            self.preexisting_zeros = zeros / self.total if self.total else 0.0
+        self._warn_if_end_after_training(state.max_steps)
         if self.method == "movement" and not any(layer.weight.requires_grad for layer in self.layers):
             raise ValueError(
                 "`pruning_method='movement'` scores weights from their gradients, but every prunable weight is "
@@ -572,10 +625,13 @@ class PruningCallback(TrainerCallback):
 
     def _count_pruned(self) -> int:
         """Masked weights of the whole model (under FSDP2, the sum of every rank's rows)."""
-        pruned = count_pruned(self.masks)
+        return self._global_count(count_pruned(self.masks))
+
+    def _global_count(self, count: int) -> int:
+        """``count`` of this process's rows summed over the FSDP2 ranks (itself without shards)."""
         if self.shards is None:
-            return pruned
-        return int(sum(values_of_ranks(float(pruned), self.shards, self._device())))
+            return count
+        return int(sum(values_of_ranks(float(count), self.shards, self._device())))
 
     def _device(self) -> torch.device:
         return self.masks[0].device if self.masks else local_tensor(self.layers[0].weight).device
@@ -627,7 +683,12 @@ class PruningCallback(TrainerCallback):
             "optimizer_steps": self.optimizer_steps,
             "skipped_steps": self.skipped_steps,
             "mask_updates": self.mask_updates,
+            "nonfinite_updates": self.nonfinite_updates,
             "threshold": self.threshold,
+            "replan": list(self.replan) if self.replan is not None else None,
+            "preexisting_zeros": self.preexisting_zeros,
+            # Entries this file's masks prune (this rank's rows under FSDP2): checked against them on resume.
+            "masked": count_pruned(self.masks),
             "layers": [layer.name for layer in self.layers],
             "shard": self._shard_layout(),
         }
@@ -638,24 +699,192 @@ class PruningCallback(TrainerCallback):
         save_pruning_state(path, names, self.masks, self.movement, self.state_dict())
 
     def _load(self, path: str) -> None:
+        """Restore masks and counters from ``path`` once it is checked against itself, the model and this run.
+
+        See the class docstring for what is refused and how changed options go on. Under FSDP2 every rank checks
+        its own file and all ranks stop together when one refuses (no rank is left waiting in a collective).
+        """
         names = [layer.name for layer in self.layers]
-        devices = [local_tensor(layer.weight).device for layer in self.layers]
-        meta, masks, movement = load_pruning_state(path, names, self.method, devices)
-        saved, layout = meta.get("shard"), self._shard_layout()
-        if saved != layout:
-            raise ValueError(
-                f"{path} holds the pruning state of {_describe_layout(saved)}, but this process is "
-                f"{_describe_layout(layout)} (or the rows differ). A sharded (FSDP2) pruning state resumes with FSDP2 "
-                "on the same number of ranks."
+        weights = [local_tensor(layer.weight.data) for layer in self.layers]
+        problem = None
+        try:
+            meta = read_pruning_metadata(path, names, self.method, required=(*SCHEDULE_KEYS, *COUNTER_KEYS))
+            saved, layout = meta.get("shard"), self._shard_layout()
+            if saved != layout:
+                raise ValueError(
+                    f"{path} holds the pruning state of {_describe_layout(saved)}, but this process is "
+                    f"{_describe_layout(layout)} (or the rows differ). A sharded (FSDP2) pruning state resumes with "
+                    "FSDP2 on the same number of ranks."
+                )
+            masks, movement = read_pruning_tensors(
+                path, names, self.method, [w.device for w in weights], [tuple(w.shape) for w in weights]
             )
+            self._check_state_itself(path, meta, masks, weights, self._resumed_global_step)
+        except ValueError as error:
+            problem = error
+        self._stop_together(problem)
         self.masks = masks
         if movement is not None:
             self.movement = movement
         self.optimizer_steps = meta["optimizer_steps"]
         self.skipped_steps = meta["skipped_steps"]
         self.mask_updates = meta["mask_updates"]
+        self.nonfinite_updates = meta.get("nonfinite_updates", 0)
         self.threshold = meta["threshold"]
+        self.preexisting_zeros = meta.get("preexisting_zeros", 0.0)
+        self.pruned = self._count_pruned()
+        problem = None
+        try:
+            if self.method != "fixed":
+                self._check_state_against_its_schedule(path, meta)
+                self._continue_plan(path, meta)
+        except ValueError as error:
+            problem = error
+        self._stop_together(problem)
         logger.info(f"Restored pruning masks and schedule (optimizer step {self.optimizer_steps}) from {path}.")
+
+    def _stop_together(self, problem: ValueError | None) -> None:
+        """Raise ``problem``; under FSDP2 on every rank when any rank has one."""
+        if self.shards is not None:
+            flags = values_of_ranks(float(problem is not None), self.shards, self._device())
+            if problem is None and any(flags):
+                ranks = [rank for rank, flag in enumerate(flags) if flag]
+                problem = ValueError(
+                    f"Resuming FSDP2 pruning: ranks {ranks} refused their pruning state file "
+                    "(their error names the file and what is wrong); every rank stops before training."
+                )
+        if problem is not None:
+            raise problem
+
+    def _check_state_itself(self, path, meta, masks, weights, global_step: int) -> None:
+        """A state whose counters, mask count or (for `fixed`) zeros disagree with it or the model is refused."""
+        steps, skipped = meta["optimizer_steps"], meta["skipped_steps"]
+        if steps + skipped != global_step:
+            raise ValueError(
+                f"{path} was saved at optimizer step {steps} (+{skipped} skipped), but the checkpoint resumes global "
+                f"step {global_step}: the file belongs to another checkpoint. {DAMAGED_HINT}"
+            )
+        masked = count_pruned(masks)
+        numel = sum(mask.numel() for mask in masks)
+        if "masked" in meta and meta["masked"] != masked:
+            raise ValueError(
+                f"{path}: its masks prune {masked} weights ({_share(masked, numel)}), but its metadata records "
+                f"{meta['masked']} ({_share(meta['masked'], numel)}): the file was altered or damaged. {DAMAGED_HINT}"
+            )
+        if self.method == "fixed":
+            for layer, mask, weight in zip(self.layers, masks, weights, strict=True):
+                stray = int((mask & (weight != 0)).sum())
+                if stray:
+                    raise ValueError(
+                        f"{path}: its masks prune {stray} weights of {layer.name} that are not zero in the model, but "
+                        "`pruning_method='fixed'` masks exactly the model's zeros: the state belongs to another model "
+                        f"or was altered. Resume with the model the checkpoint was trained from. {DAMAGED_HINT}"
+                    )
+
+    def _sparsity_tolerance(self) -> float:
+        """How far masks may be from their schedule's sparsity: one weight per rounding group (exact counts are
+        ``round(sparsity * n)`` per row, layer or pool), plus ``SAMPLED_SIGMAS`` standard deviations of the
+        quantile of a sampled threshold (``sqrt(p (1 - p) / m) <= 0.5 / sqrt(m)`` for ``m`` sampled scores)."""
+        numels = [layer.weight.numel() for layer in self.layers]  # whole weights, also for DTensors
+        total = sum(numels) or 1
+        if self.comparison_group == "per_row":
+            groups = sum(layer.weight.shape[1] if layer.transposed else layer.weight.shape[0] for layer in self.layers)
+            pools = []  # every row is decided exactly
+        elif self.comparison_group == "per_layer":
+            groups, pools = len(numels), numels
+        else:
+            groups, pools = 1, [total]
+        sampled = [n for n in pools if self.sample_fraction is not None or n > self.exact_limit]
+        tolerance = groups / total + 1e-9
+        if sampled:
+            fraction = self.sample_fraction if self.sample_fraction is not None else DEFAULT_SAMPLE_FRACTION
+            tolerance += SAMPLED_SIGMAS * 0.5 / math.sqrt(min(math.ceil(fraction * n) for n in sampled))
+        return tolerance
+
+    def _check_state_against_its_schedule(self, path: str, meta: dict) -> None:
+        """Masks sparser or denser than the schedule they were saved with allows at their step are refused."""
+        step, sparsity, tolerance = meta["optimizer_steps"], self.sparsity, self._sparsity_tolerance()
+        replan = tuple(meta["replan"]) if meta.get("replan") is not None else None
+        ramp = (meta["target_sparsity"], meta["start"], meta["end"], meta["schedule"], replan)
+
+        def planned(at: int) -> float:
+            target, start, end, schedule, replanned = ramp
+            return planned_sparsity(at, target, start, end, schedule, replanned)
+
+        described = (
+            f"{meta['schedule']} to {meta['target_sparsity']:.2%} from step {meta['start']} to {meta['end']}"
+            + (f", re-planned at step {replan[0]}" if replan else "")
+        )
+        highest = min(1.0, planned(step) + meta.get("preexisting_zeros", 0.0))
+        if sparsity > highest + tolerance:
+            raise ValueError(
+                f"{path}: its masks prune {sparsity:.2%} of the weights at optimizer step {step}, but its schedule "
+                f"({described}) allows at most {highest:.2%} there: the file was altered or belongs to another run. "
+                f"{DAMAGED_HINT}"
+            )
+        # Skipped non-finite updates leave masks below their schedule; older files do not record them.
+        last = last_update_step(step, meta["start"], meta["end"], meta["frequency"])
+        if meta.get("nonfinite_updates") == 0 and last is not None and sparsity < planned(last) - tolerance:
+            raise ValueError(
+                f"{path}: its masks prune {sparsity:.2%} of the weights at optimizer step {step}, but its schedule "
+                f"({described}) reached {planned(last):.2%} at step {last}: the file was altered or belongs to "
+                f"another run. {DAMAGED_HINT}"
+            )
+
+    def _continue_plan(self, path: str, meta: dict) -> None:
+        """How the restored ramp goes on when this run's schedule options differ from the checkpoint's."""
+        replan = tuple(meta["replan"]) if meta.get("replan") is not None else None
+        mine = {key: getattr(self, key) for key in SCHEDULE_KEYS}
+        changed = {key: (meta[key], mine[key]) for key in SCHEDULE_KEYS if meta[key] != mine[key]}
+        if not changed:
+            self.replan = replan
+            return
+        step, sparsity, target = self.optimizer_steps, self.sparsity, self.target_sparsity
+        listed = ", ".join(f"`{ARGUMENT_OF[key]}` {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        for key in ("comparison_group", "layer_adaptive"):
+            if key in changed and self.pruned:
+                old, new = changed[key]
+                raise ValueError(
+                    f"`{ARGUMENT_OF[key]}`={new!r}, but {path} was saved with {old!r} and its masks already prune "
+                    f"{sparsity:.2%}: masks chosen by one rule cannot be grown to meet another's targets. Resume with "
+                    f"`{ARGUMENT_OF[key]}`={old!r}, or start a new run from the pruned model."
+                )
+        tolerance = self._sparsity_tolerance()
+        if target < sparsity - tolerance:
+            raise ValueError(
+                f"`pruning_target_sparsity`={target!r}, but {path} (saved with {meta['target_sparsity']!r}) already "
+                f"prunes {sparsity:.2%} at optimizer step {step}, and masks only grow: the lower target cannot be met. "
+                f"Resume with `pruning_target_sparsity` >= {sparsity:.4g}, or from an earlier checkpoint."
+            )
+        if not any(key in changed for key in RAMP_KEYS):
+            self.replan = replan
+            logger.warning(f"Resuming pruning from {path} at optimizer step {step} with {listed}: applied from here.")
+            return
+        ramp_done = step >= meta["end"] and target == meta["target_sparsity"]
+        if ramp_done or target <= sparsity + tolerance:
+            # Nothing is left to prune: no update step remains, so sampled thresholds cannot drift the masks.
+            self.start, self.end = min(self.start, step), min(self.end, step)
+            self.replan = None if ramp_done else (step, sparsity)
+            logger.warning(
+                f"Resuming pruning from {path} at optimizer step {step} with {listed}: its masks prune "
+                f"{sparsity:.2%} and the target is {target:.2%}, so nothing is left to prune; the masks stay as "
+                "they are."
+            )
+            return
+        if self.end <= step:
+            raise ValueError(
+                f"`pruning_end_step` resolves to optimizer step {self.end}, but {path} resumes at step {step} with "
+                f"{sparsity:.2%} pruned of the target {target:.2%}: the ramp would end before the run goes on. Set "
+                f"`pruning_end_step` after step {step} (the checkpoint's ramp ends at step {meta['end']})."
+            )
+        begin = max(step, self.start)
+        # Not yet started and nothing pruned: the new ramp as it stands is the re-planned one.
+        self.replan = None if sparsity == 0 and begin == self.start else (begin, sparsity)
+        logger.warning(
+            f"Resuming pruning from {path} at optimizer step {step} with {listed}: the ramp is re-planned from the "
+            f"{sparsity:.2%} its masks prune to {target:.2%} at step {self.end} ({self.schedule}, masks every "
+            f"{self.frequency} steps)."
+        )
 
 
 @torch.no_grad()
@@ -663,6 +892,10 @@ def _mask_grad_(param: torch.Tensor, mask: torch.Tensor) -> None:
     """Zero the pruned entries of ``param``'s (this rank's) gradient: FSDP2's post-accumulate-grad hook."""
     if param.grad is not None:
         local_tensor(param.grad).masked_fill_(mask, 0)
+
+
+def _share(count: int, numel: int) -> str:
+    return f"{count / numel:.2%}" if numel else "0.00%"
 
 
 def _describe_layout(layout: dict | None) -> str:

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import math
 
+from ..core.validation import check_float, describe_value
+
 
 SCHEDULES = ("linear", "cubic", "zhu_gupta")
+
+
+# Steps and frequencies are optimizer-step counters: 64-bit, like the Trainer's own.
+STEP_MAX = 2**63 - 1
+_STEP_ALLOWED = "a whole number of optimizer steps (1 to 2**63 - 1) or a ratio of the total training steps in [0, 1)"
 
 
 def validate_step(value: float, name: str = "step") -> float:
@@ -15,13 +22,15 @@ def validate_step(value: float, name: str = "step") -> float:
     The one check of a step value, used for the arguments, the callback and :func:`resolve_step`; same
     convention as `TrainingArguments.logging_steps`/`save_steps`.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    try:
+        number = check_float(name, value, minimum=0)
+    except ValueError:
+        raise ValueError(f"`{name}` must be {_STEP_ALLOWED}, got {describe_value(value)}.") from None
+    if number >= 1 and (not number.is_integer() or value > STEP_MAX):
         raise ValueError(
-            f"`{name}`={value!r} must be a number of optimizer steps (>= 1) or a ratio of the total training "
-            "steps in [0, 1)."
+            f"`{name}` must be {_STEP_ALLOWED}, got {describe_value(value)}: values >= 1 count optimizer steps and "
+            "must be whole numbers."
         )
-    if value >= 1 and value != int(value):
-        raise ValueError(f"`{name}`={value!r}: values >= 1 count optimizer steps and must be whole numbers.")
     return value
 
 
@@ -100,6 +109,37 @@ def is_update_step(step: int, start: int, end: int, frequency: int) -> bool:
     if step < max(start, 1) or step > end:
         return False
     return step == end or (step - start) % frequency == 0
+
+
+def last_update_step(step: int, start: int, end: int, frequency: int) -> int | None:
+    """The last optimizer step up to ``step`` at which :func:`is_update_step` recomputes masks, None before any."""
+    if step < max(start, 1):
+        return None
+    if step >= end:
+        return end
+    last = start + (step - start) // frequency * frequency
+    return last if last >= max(start, 1) else None
+
+
+def planned_sparsity(
+    step: int,
+    target: float,
+    start: int,
+    end: int,
+    schedule: str,
+    replan: tuple[int, float] | None = None,
+) -> float:
+    """:func:`scheduled_sparsity`, or, for a ramp re-planned on resume, the ramp from ``replan``.
+
+    ``replan = (from_step, from_sparsity)``: a resumed run whose target or steps changed goes on from the
+    sparsity its masks had at ``from_step`` to ``target`` at ``end``, shaped by ``schedule`` over what is left.
+    """
+    if replan is None:
+        return scheduled_sparsity(step, target, start, end, schedule)
+    from_step, from_sparsity = replan
+    if step <= from_step:
+        return from_sparsity
+    return from_sparsity + scheduled_sparsity(step, target - from_sparsity, from_step, end, schedule)
 
 
 def layer_adaptive_scales(
