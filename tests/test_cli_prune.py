@@ -213,14 +213,14 @@ def test_config_yaml_and_typed_flags_override_it(parsed, tmp_path):
 def test_config_from_a_pruned_model_takes_its_target(saved, parsed, capsys):
     model_dir, data, root = saved
     out = root / "out_nm_target"
-    # 2:4 prunes half of the weights whatever the target: the saved sparsity (0.5) is not the target (0.3).
+    # 2:4 prunes half of the weights whatever the target: the config records the sparsity it gets (0.5), not 0.3.
     assert main(_args(model_dir, data, "--pattern", "2:4", "--target_sparsity", "0.3", "--output_dir", str(out))) == 0
     saved_config = json.loads((out / "pruning_config.json").read_text())
-    assert saved_config["sparsity"] == pytest.approx(0.5) and saved_config["config"]["target_sparsity"] == 0.3
+    assert saved_config["sparsity"] == pytest.approx(0.5) and saved_config["config"]["target_sparsity"] == 0.5
     for path in (out, out / "pruning_config.json"):
         _, config, *_ = parsed(model_dir, "--config", str(path))
-        assert (config.target_sparsity, config.pattern, config.num_calibration_samples) == (0.3, "2:4", 4)
-    _, config, *_ = parsed(model_dir, "--config", str(out), "--pattern", "unstructured")
+        assert (config.target_sparsity, config.pattern, config.num_calibration_samples) == (0.5, "2:4", 4)
+    _, config, *_ = parsed(model_dir, "--config", str(out), "--pattern", "unstructured", "--target_sparsity", "0.3")
     assert (config.target_sparsity, config.pattern) == (0.3, "unstructured")
 
 

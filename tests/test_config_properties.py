@@ -18,19 +18,19 @@ from hf_gradprobe.oneshot.config import (
     INT_BOUNDS,
     PROBE_LOSSES,
     RECONSTRUCTION_ORDERS,
-    RECONSTRUCTIONS,
 )
 from hf_gradprobe.oneshot.probing import GRADIENT_STATISTICS
+from hf_gradprobe.oneshot.reconstructors import RECONSTRUCTORS
 from hf_gradprobe.oneshot.strategies import STRATEGIES
 
 
 BOOL_FIELDS = ("probe", "layerwise", "probe_gradient_checkpointing")
 CHOICES = {
-    "strategy": STRATEGIES,
+    "strategy": STRATEGIES.names(),
     "comparison_group": COMPARISON_GROUPS,
-    "gradient_statistic": GRADIENT_STATISTICS[:3],
+    "gradient_statistic": GRADIENT_STATISTICS,
     "probe_loss": PROBE_LOSSES,
-    "reconstruction": RECONSTRUCTIONS,
+    "reconstruction": RECONSTRUCTORS.names(),
     "reconstruction_order": RECONSTRUCTION_ORDERS,
     "gradient_dtype": GRADIENT_DTYPES,
 }

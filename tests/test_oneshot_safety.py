@@ -14,8 +14,8 @@ from testing_utils import token_windows as _windows
 
 from hf_gradprobe import GradProbeConfig, prune_pretrained
 from hf_gradprobe.core.layers import find_prunable_layers
-from hf_gradprobe.oneshot import pruner as pruner_module
 from hf_gradprobe.oneshot.reconstruction import reconstruct_admm, reconstruct_sparsegpt
+from hf_gradprobe.oneshot.strategies import STRATEGIES
 
 
 _config = tiny_gradprobe_config
@@ -116,13 +116,15 @@ def test_cli_gradient_weight_inf_exits_2(tmp_path, tiny_tokenizer, capsys):
 
 def _poison_scores(monkeypatch, layer_name):
     """Every score of ``layer_name`` NaN: nothing there may be pruned (non-finite never prunes)."""
-    original = pruner_module.strategy_scores
+    for strategy in STRATEGIES.names():
+        part = STRATEGIES.get(strategy)
+        original = type(part).scores
 
-    def scores(strategy, layer, norms):
-        result = original(strategy, layer, norms)
-        return torch.full_like(result, float("nan")) if layer.name == layer_name else result
+        def scores(self, layer, statistics, original=original):
+            result = original(self, layer, statistics)
+            return torch.full_like(result, float("nan")) if layer.name == layer_name else result
 
-    monkeypatch.setattr(pruner_module, "strategy_scores", scores)
+        monkeypatch.setattr(type(part), "scores", scores)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ from testing_utils import (
 from hf_gradprobe import prune_pretrained
 from hf_gradprobe.core.layers import find_prunable_layers
 from hf_gradprobe.core.masking import parse_nm_pattern
-from hf_gradprobe.oneshot.strategies import ActivationNormCollector, wanda_scores
+from hf_gradprobe.oneshot.statistics import InputStatistics
+from hf_gradprobe.oneshot.strategies import wanda_scores
 
 
 _windows = token_windows
@@ -105,13 +106,13 @@ def test_layerwise_scores_block_one_on_pruned_block_zero():
     with torch.no_grad():
         for layer in block0:
             layer.weight.copy_(whole_layers[layer.name].weight)
-        with ActivationNormCollector(block1) as collector:
+        with InputStatistics([[layer] for layer in block1], second_moments=False) as collector:
             for w in windows:
                 reference(input_ids=w[None])
     lw_layers = {layer.name: layer for layer in find_prunable_layers(layerwise)}
     differs = False
     for layer in block1:
-        scores = wanda_scores(layer, collector.sq_norms[layer.name])
+        scores = wanda_scores(layer, collector.sq_norms(layer.name))
         expected = scores <= scores.kthvalue(round(0.5 * scores.shape[1]), dim=1, keepdim=True).values
         got = layer.out_in(lw_layers[layer.name].weight) == 0
         assert torch.equal(got, expected), layer.name

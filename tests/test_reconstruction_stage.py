@@ -83,10 +83,10 @@ def test_failure_midway_leaves_blocks_done_or_untouched(monkeypatch):
     before = {layer.name: layer.weight.detach().clone() for layer in find_prunable_layers(model)}
     original = pruner_module.OneShotPruner._reconstruct
 
-    def flaky(self, layer, hessian, dense):
+    def flaky(self, layer, mask, hessian, dense):
         if layer.block_index == 1 and "o_proj" in layer.name:  # block 1, after its q/k/v were reconstructed
             raise RuntimeError("simulated failure")
-        return original(self, layer, hessian, dense)
+        return original(self, layer, mask, hessian, dense)
 
     monkeypatch.setattr(pruner_module.OneShotPruner, "_reconstruct", flaky)
     with pytest.raises(RuntimeError, match="simulated failure"):
@@ -103,7 +103,7 @@ def test_global_group_is_refused_block_by_block():
 
 def test_stages_follow_the_inputs_each_layer_reads():
     from hf_gradprobe.core.layers import group_by_block
-    from hf_gradprobe.oneshot.pipeline import BlockPipeline
+    from hf_gradprobe.oneshot.pipeline import BlockPipeline, input_groups
     from hf_gradprobe.oneshot.pruner import OneShotPruner
 
     model = make_tiny_llama()
@@ -112,38 +112,39 @@ def test_stages_follow_the_inputs_each_layer_reads():
     hidden = pipeline.first_inputs()
     _, layers = group_by_block(pruner.layers)[0]
     for _ in range(3):  # freed inputs' ids get reused from one call to the next: stages must not depend on them
-        stages = pruner._input_stages(pipeline, 0, layers, hidden)
+        stages = input_groups(pipeline, 0, layers, hidden)
         names = [[layer.name.rsplit(".", 1)[-1] for layer in stage] for stage in stages]
         assert names == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
 
 
 def test_layers_sharing_an_input_share_one_hessian_equal_to_their_own():
     from hf_gradprobe.core.layers import group_by_block
-    from hf_gradprobe.oneshot.pipeline import BlockPipeline
-    from hf_gradprobe.oneshot.pruner import HessianCollector, OneShotPruner
+    from hf_gradprobe.oneshot.pipeline import BlockPipeline, input_groups
+    from hf_gradprobe.oneshot.pruner import OneShotPruner
+    from hf_gradprobe.oneshot.statistics import InputStatistics
 
     model = make_tiny_llama()
     pruner = OneShotPruner(model, _config(), _windows(), None, progress=False)
     pipeline = BlockPipeline(model, _windows(), 2, pruner.device)
     hidden = pipeline.first_inputs()
     _, layers = group_by_block(pruner.layers)[0]
-    stages = pruner._input_stages(pipeline, 0, layers, hidden)
+    stages = input_groups(pipeline, 0, layers, hidden)
     seen = {layer.name: [] for layer in layers}
     handles = [
         layer.module.register_forward_pre_hook(lambda m, args, name=layer.name: seen[name].append(args[0].clone()))
         for layer in layers
     ]
-    collector = HessianCollector(stages)
+    collector = InputStatistics(stages, second_moments=True)
     try:
         pipeline.run_block(0, hidden, hooks=collector)
     finally:
         for handle in handles:
             handle.remove()
-    assert len(collector._handles) == 0 and len(collector._accumulators) == len(stages) < len(layers)
+    assert len(collector.groups) == len(stages) < len(layers)
     for layer in layers:
         x = torch.cat(seen[layer.name]).reshape(-1, layer.out_in(layer.weight).shape[1]).double()
         torch.testing.assert_close(collector.hessian(layer.name).double(), x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(collector.sq_norms()[layer.name].double(), (x * x).sum(0), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(collector.sq_norms(layer.name).double(), (x * x).sum(0), rtol=1e-4, atol=1e-5)
 
 
 def _tokens_computed(model, config):

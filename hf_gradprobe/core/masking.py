@@ -71,6 +71,11 @@ class RowShards:
         return whole[start:stop]
 
 
+def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
+    """``|W|`` in fp32 (a new tensor): the magnitude score, one-shot and while training."""
+    return weight.detach().float().abs()
+
+
 def validate_sparsity(sparsity: float, name: str = "sparsity") -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not _finite(sparsity):
         raise ValueError(f"`{name}` must be a number in [0, 1), got {describe_value(sparsity)}.")

@@ -24,13 +24,13 @@ from ..core.validation import (
     describe_value,
 )
 from .probing import GRADIENT_STATISTICS
+from .reconstructors import RECONSTRUCTORS
 from .strategies import STRATEGIES
 
 
 # The one metadata file of a pruned model; the config is stored in it once, under "config".
 CONFIG_NAME = "pruning_config.json"
 GRADIENT_DTYPES = ("float16", "float32")
-RECONSTRUCTIONS = ("none", "admm", "sparsegpt")
 PROBE_LOSSES = ("lm", "kl")
 RECONSTRUCTION_ORDERS = ("sequential", "parallel")
 BOOL_FIELDS = ("probe", "layerwise", "probe_gradient_checkpointing")
@@ -95,7 +95,7 @@ class GradProbeConfig:
     )
     strategy: str = field(
         default="wanda",
-        metadata={"help": "Proposes the candidates: |W| or Wanda's |W|*||X||.", "choices": list(STRATEGIES)},
+        metadata={"help": "Proposes the candidates: |W| or Wanda's |W|*||X||.", "choices": STRATEGIES.names()},
     )
     comparison_group: str = field(
         default="per_row",
@@ -108,14 +108,14 @@ class GradProbeConfig:
         default="unstructured",
         metadata={
             "help": "'unstructured' or 'N:M' (N kept in every M consecutive input weights, e.g. 2:4); "
-            "N:M overrides `target_sparsity` and `comparison_group`."
+            "N:M sets `target_sparsity` to 1 - N/M and ignores `comparison_group`."
         },
     )
     probe: bool = field(
         default=False,
         metadata={
-            "help": "Gradient probing of the strategy's candidates. Off by default: on validation text it did not improve "
-            "on Wanda with reconstruction (see the README); True turns it on."
+            "help": "Gradient probing of the strategy's candidates: they are shrunk, the gradients of the probe loss "
+            "re-measured, and the probe decides which of them are pruned."
         },
     )
     reduction_factor: float = field(
@@ -154,7 +154,7 @@ class GradProbeConfig:
     )
     gradient_statistic: str = field(
         default="max_abs",
-        metadata={"help": "How per-batch gradients are aggregated.", "choices": list(GRADIENT_STATISTICS[:3])},
+        metadata={"help": "How per-batch gradients are aggregated.", "choices": list(GRADIENT_STATISTICS)},
     )
     num_calibration_samples: int = field(default=64, metadata={"help": "Calibration windows (Wanda statistics)."})
     calibration_seq_len: int = field(default=512, metadata={"help": "Tokens per calibration window."})
@@ -193,7 +193,7 @@ class GradProbeConfig:
             "help": "Update the kept weights after pruning so each layer's output on the calibration data is "
             "preserved: 'admm' (least squares on the fixed mask by ADMM), 'sparsegpt' (OBS column sweep on the "
             "fixed mask) or 'none'. Runs block by block on the outputs of the already pruned blocks.",
-            "choices": list(RECONSTRUCTIONS),
+            "choices": RECONSTRUCTORS.names(),
         },
     )
     reconstruction_damping: float = field(
@@ -237,16 +237,20 @@ class GradProbeConfig:
                 self.calibration_seed = check_seed(name, self.calibration_seed)
             else:
                 setattr(self, name, _check_count(name, getattr(self, name), low, high))
-        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("strategy", self.strategy, STRATEGIES.names())
         check_choice("comparison_group", self.comparison_group, COMPARISON_GROUPS)
         self.pattern = _normal_pattern(self.pattern)
-        check_choice("gradient_statistic", self.gradient_statistic, GRADIENT_STATISTICS[:3])
+        nm = parse_nm_pattern(self.pattern)
+        if nm is not None:
+            # N:M fixes the sparsity: what is recorded and shown is the sparsity the model gets.
+            self.target_sparsity = 1.0 - nm[0] / nm[1]
+        check_choice("gradient_statistic", self.gradient_statistic, GRADIENT_STATISTICS)
         gradient_dtype = DTYPES.get(self.gradient_dtype) if isinstance(self.gradient_dtype, str) else None
         if gradient_dtype not in (torch.float16, torch.float32):
             check_choice("gradient_dtype", self.gradient_dtype, GRADIENT_DTYPES, hint="'fp16'/'fp32' also work")
         self.gradient_dtype = dtype_name(gradient_dtype)
         check_choice("probe_loss", self.probe_loss, PROBE_LOSSES)
-        check_choice("reconstruction", self.reconstruction, RECONSTRUCTIONS)
+        check_choice("reconstruction", self.reconstruction, RECONSTRUCTORS.names())
         check_choice("reconstruction_order", self.reconstruction_order, RECONSTRUCTION_ORDERS)
         self.targets = _regex_list("targets", self.targets, allow_empty=False)
         self.ignore = _regex_list("ignore", self.ignore, allow_empty=True)
@@ -255,8 +259,7 @@ class GradProbeConfig:
                 f"`num_probe_samples`={self.num_probe_samples} exceeds `num_calibration_samples`="
                 f"{self.num_calibration_samples}: the probe uses calibration windows. Lower it or add calibration samples."
             )
-        blockwise = self.layerwise or self.reconstruction != "none"
-        if blockwise and self.comparison_group == "global" and parse_nm_pattern(self.pattern) is None:
+        if self.blockwise and self.comparison_group == "global" and nm is None:
             raise ValueError(
                 "`comparison_group`='global' needs every layer's scores at once, but `layerwise=True` and "
                 "`reconstruction` decide one block at a time. Use comparison_group='per_layer' or 'per_row' with "
@@ -271,6 +274,20 @@ class GradProbeConfig:
     @property
     def storage_dtype(self) -> torch.dtype:
         return DTYPES[self.gradient_dtype]
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether pruning reads calibration data: the strategy's activations, the probe or the reconstruction."""
+        return (
+            self.probe
+            or STRATEGIES.get(self.strategy).needs_activations
+            or RECONSTRUCTORS.get(self.reconstruction).needs_hessian
+        )
+
+    @property
+    def blockwise(self) -> bool:
+        """Whether blocks are pruned one at a time, each on the outputs of the already pruned ones."""
+        return self.needs_calibration and (self.layerwise or RECONSTRUCTORS.get(self.reconstruction).needs_hessian)
 
     @property
     def method(self) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..core.hooks import HookSet, replaced_forward
 from ..core.layers import find_repeated_blocks
 
 
@@ -107,8 +108,7 @@ class FinishedChildReplay:
     @contextlib.contextmanager
     def active(self, record: bool = True):
         """Within the context, one pass over every batch (``batch`` set before each forward)."""
-        handles = []
-        saved = []
+        hooks = HookSet()
 
         def start(module, args):
             self._dirty = False  # a new forward of the block: nothing non-final has run yet
@@ -126,30 +126,21 @@ class FinishedChildReplay:
             return lambda *args, **kwargs: _copy(outputs[self.batch])
 
         try:
-            handles.append(self.block.register_forward_pre_hook(start))
-            handles += [module.register_forward_pre_hook(ran) for module in self.modules]
-            for child in self.children:
-                if child in self._replayed:
-                    saved.append((child, child.__dict__.get("forward", _MISSING)))
-                    child.forward = replay(self._replayed[child])
-                elif record:
-                    handles.append(child.register_forward_hook(finished))
-            yield self
-            for child, outputs in self._recording.items():
-                if len(outputs) == self.batch + 1:  # recorded whole in this pass: replayed from the next one
-                    self._replayed[child] = outputs
+            with hooks, contextlib.ExitStack() as replaced:
+                hooks.pre_hook(self.block, start)
+                for module in self.modules:
+                    hooks.pre_hook(module, ran)
+                for child in self.children:
+                    if child in self._replayed:
+                        replaced.enter_context(replaced_forward(child, replay(self._replayed[child])))
+                    elif record:
+                        hooks.post_hook(child, finished)
+                yield self
+                for child, outputs in self._recording.items():
+                    if len(outputs) == self.batch + 1:  # recorded whole in this pass: replayed from the next one
+                        self._replayed[child] = outputs
         finally:
-            for handle in handles:
-                handle.remove()
-            for child, forward in saved:
-                if forward is _MISSING:
-                    del child.forward
-                else:
-                    child.forward = forward
             self._recording = {}
-
-
-_MISSING = object()
 
 
 def _copy(output):
@@ -292,3 +283,39 @@ class BlockPipeline:
         for start in range(len(hidden)):
             self._inputs = hidden[start : start + 1]
             yield self._window_batch(start, start + 1)
+
+
+class _InputTracer(HookSet):
+    """Records, in call order, which input tensor each of ``layers`` reads."""
+
+    def __init__(self, layers) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        # The input tensors themselves are kept (not their id(): a freed tensor's id is reused by a later one).
+        self.calls: list[tuple[torch.Tensor, object]] = []
+
+    def attach(self) -> None:
+        for layer in self.layers:
+            self.pre_hook(layer.module, lambda module, args, layer=layer: self.calls.append((args[0], layer)))
+
+
+def input_groups(pipeline: BlockPipeline, index: int, layers, hidden: torch.Tensor) -> list[list]:
+    """Block ``index``'s ``layers`` grouped by the input tensor they read, in call order (q/k/v; o; gate/up; down),
+    from one forward of the block on one cached window."""
+    tracer = _InputTracer(layers)
+    pipeline.run_block(index, hidden[:1], hooks=tracer)
+    groups: list[list] = []
+    inputs: list[torch.Tensor] = []
+    for tensor, layer in tracer.calls:
+        if any(layer is other for group in groups for other in group):
+            continue
+        position = next((i for i, seen in enumerate(inputs) if seen is tensor), None)
+        if position is None:
+            position = len(groups)
+            inputs.append(tensor)
+            groups.append([])
+        groups[position].append(layer)
+    missing = [layer for layer in layers if not any(layer is other for group in groups for other in group)]
+    if missing:
+        raise RuntimeError(f"{missing[0].name} did not run in the forward pass of block {index}.")
+    return groups

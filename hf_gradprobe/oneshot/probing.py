@@ -24,10 +24,11 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
+from ..core.hooks import replaced_forward
 from ..core.layers import PrunableLayer
 
 
-GRADIENT_STATISTICS = ("max_abs", "mean_abs", "abs_sum", "sum")
+GRADIENT_STATISTICS = ("max_abs", "mean_abs", "abs_sum")
 # fp16 statistics are scaled so the first batch's largest value lands near 2**10, leaving 2**5 of
 # head-room below fp16's 65504 for later, larger batches; max_abs/abs_sum values never exceed B x that.
 _TARGET_AMAX = 2.0**10
@@ -61,7 +62,7 @@ class _LayerStatistic:
         self.batches += 1
 
     def result(self) -> torch.Tensor:
-        """The statistic in fp32 (unscaled); ``abs_sum`` is ``|sum of gradients|``, ``sum`` is signed."""
+        """The statistic in fp32 (unscaled); ``abs_sum`` is ``|sum of gradients|``."""
         if self.buffer is None:
             raise RuntimeError("No gradient reached this layer: is it used by the model's forward?")
         out = self.buffer.float() / self.scale
@@ -131,9 +132,6 @@ def _probe_forward(layer: PrunableLayer, probe: GradientProbe):
     return types.MethodType(forward, module)
 
 
-_MISSING = object()
-
-
 class GradientProbe:
     """Context manager: route the given layers through probe weights and collect gradient statistics.
 
@@ -141,7 +139,7 @@ class GradientProbe:
         layers: the layers whose gradients are wanted.
         shrink_masks: per layer name, an (out, in) bool mask of the weights multiplied by
             ``reduction_factor`` in the forward pass (the candidates); layers absent are not shrunk.
-        statistic: ``max_abs`` (elementwise max over batches of |grad|, as the original GradProbe),
+        statistic: ``max_abs`` (elementwise max over batches of |grad|),
             ``mean_abs`` or ``abs_sum`` (|gradient of the summed loss|).
         storage_dtype: dtype of the stored statistics (fp16 halves the memory of fp32).
         buffer_batches: hold a batch's gradients until its backward is complete, so a batch with
@@ -166,7 +164,9 @@ class GradientProbe:
         self.statistics = {layer.name: _LayerStatistic(statistic, storage_dtype) for layer in self.layers}
         self.buffer_batches = buffer_batches
         self.anchor = torch.zeros((), requires_grad=True)
-        self._saved_forwards: list = []
+        # The fp16 loss scale of the batch being run: recorded gradients are divided by it.
+        self.loss_scale = 1.0
+        self._overrides = contextlib.ExitStack()
         self._batch_grads: dict[str, torch.Tensor] = {}
         self._batch_finite = True
 
@@ -174,11 +174,9 @@ class GradientProbe:
         if self.buffer_batches:
             self._batch_grads[layer.name] = grad
         elif torch.isfinite(grad).all():
-            self.statistics[layer.name].add(grad / self._loss_scale if self._loss_scale != 1.0 else grad)
+            self.statistics[layer.name].add(grad / self.loss_scale if self.loss_scale != 1.0 else grad)
         else:
             self._batch_finite = False
-
-    _loss_scale = 1.0
 
     def commit_batch(self, loss_scale: float = 1.0) -> bool:
         """End a batch: fold buffered gradients in; False if any gradient was non-finite."""
@@ -208,28 +206,17 @@ class GradientProbe:
     def __enter__(self) -> Self:
         device = self.layers[0].weight.device if self.layers else torch.device("cpu")
         self.anchor = torch.zeros((), device=device, requires_grad=True)
-        self._saved_forwards = []
+        self._overrides = contextlib.ExitStack()
         try:
             for layer in self.layers:
-                module = layer.module
-                # An Accelerate hook (device map, offload) wraps `forward` and calls `_old_forward` after moving
-                # the weight in: replace the inner one so the hook still runs.
-                attr = "_old_forward" if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward") else "forward"
-                self._saved_forwards.append((module, attr, module.__dict__.get(attr, _MISSING)))
-                setattr(module, attr, _probe_forward(layer, self))
+                self._overrides.enter_context(replaced_forward(layer.module, _probe_forward(layer, self)))
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        # Put back exactly what was there: an instance attribute (e.g. a hook's wrapper) or nothing.
-        for module, attr, saved in reversed(self._saved_forwards):
-            if saved is _MISSING:
-                module.__dict__.pop(attr, None)
-            else:
-                setattr(module, attr, saved)
-        self._saved_forwards = []
+        self._overrides.close()  # every layer's own forward back, exactly as it was
         self._batch_grads = {}
 
 
@@ -251,10 +238,10 @@ def run_probe_batches(
     for index, batch in enumerate(batches):
         loss_scale = 2.0**12 if half_precision_fp16 else 1.0
         for _ in range(16):
-            probe._loss_scale = loss_scale
+            probe.loss_scale = loss_scale
             loss = loss_fn(batch)
             if not bool(torch.isfinite(loss.detach()).all()):
-                probe._loss_scale = 1.0
+                probe.loss_scale = 1.0
                 shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else None
                 raise FloatingPointError(
                     f"The probe loss on calibration window batch {index}"
@@ -270,7 +257,7 @@ def run_probe_batches(
             if loss_scale <= 1.0:
                 raise FloatingPointError("Non-finite gradients in the probe even without loss scaling.")
             loss_scale /= 2.0
-    probe._loss_scale = 1.0
+    probe.loss_scale = 1.0
     return kept
 
 
