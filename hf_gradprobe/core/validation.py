@@ -19,6 +19,7 @@ __all__ = [
     "SEED_MAX",
     "check_bool",
     "check_choice",
+    "check_count",
     "check_float",
     "check_int",
     "check_positions",
@@ -144,6 +145,20 @@ def check_int(
     if isinstance(value, bool) or not isinstance(value, int) or not _in_bounds(value, minimum, maximum, False, False):
         raise _fail(name, allowed, value, hint)
     return int(value)
+
+
+def check_count(
+    name: str, value, *, minimum: int = 1, unit: str | None = None, allow_none: bool = False, hint: str | None = None
+) -> int | None:
+    """``value`` if it is an ``int`` (not a ``bool``) in ``[minimum, COUNT_MAX]``: a number of tokens, windows or
+    samples, worded as one (``` `seq_len` must be at least 2 tokens, an integer at most 2147483647, got 1.```);
+    ``None`` passes with ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= COUNT_MAX:
+        return int(value)
+    allowed = f"at least {minimum}" + (f" {unit}" if unit else "") + f", an integer at most {COUNT_MAX}"
+    raise _fail(name, allowed + (", or None" if allow_none else ""), value, hint)
 
 
 def check_seed(name: str, value) -> int:
