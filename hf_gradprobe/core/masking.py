@@ -26,6 +26,26 @@ from transformers.utils import logging
 from .validation import describe_value
 
 
+__all__ = [
+    "COMPARISON_GROUPS",
+    "DEFAULT_SAMPLE_FRACTION",
+    "EXACT_LIMIT",
+    "RowShards",
+    "apply_mask_",
+    "lowest_counts_mask",
+    "lowest_k_mask",
+    "magnitude_scores",
+    "nm_mask",
+    "nm_violations",
+    "num_to_prune",
+    "parse_nm_pattern",
+    "per_row_mask",
+    "sampled_threshold",
+    "select_masks",
+    "validate_sparsity",
+]
+
+
 logger = logging.get_logger(__name__)
 
 
@@ -181,6 +201,19 @@ def _warn_whole_group(group: str, sparsity: float) -> None:
     )
 
 
+def lowest_counts_mask(scores: torch.Tensor, counts: torch.Tensor | int) -> torch.Tensor:
+    """Prune the ``counts[r]`` lowest entries of every row ``r`` of a 2-D score matrix (one count for every row
+    when an int), ties to the lower index; non-finite scores are never pruned."""
+    if isinstance(counts, int):
+        return _lowest_k_mask_last_dim(_as_fp32(scores), counts)
+    scores = _as_fp32(scores)
+    counts = counts.to(scores.device).reshape(-1, 1)
+    order = scores.argsort(dim=1, stable=True)
+    positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
+    return (ranks < counts) & _prunable(scores)
+
+
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` highest of every ``m`` consecutive scores along the input dimension (vectorised)."""
     if not 0 < n < m:
@@ -285,6 +318,27 @@ def _pooled_lowest_k(scores: Sequence[torch.Tensor], sparsity: float, warn: bool
     return out
 
 
+def _masks_with_counts(scores, counts, comparison_group: str) -> list[torch.Tensor]:
+    if comparison_group not in ("per_row", "per_layer") or len(counts) != len(scores):
+        raise ValueError(
+            f"`counts` take one zero count per matrix, with comparison_group 'per_row' or 'per_layer' (got "
+            f"{len(counts)} counts for {len(scores)} matrices, {comparison_group!r})."
+        )
+    masks = []
+    for score, count in zip(scores, counts, strict=True):
+        rows, columns = score.shape
+        if not 0 <= count <= score.numel():
+            raise ValueError(f"Cannot prune {count} entries of a {rows} x {columns} matrix.")
+        if comparison_group == "per_layer":
+            masks.append(lowest_counts_mask(score.reshape(1, -1), int(count)).reshape(score.shape))
+            continue
+        base, extra = divmod(int(count), rows)
+        per_row = torch.full((rows,), base, dtype=torch.long, device=score.device)
+        per_row[:extra] += 1
+        masks.append(lowest_counts_mask(score, per_row if extra else base))
+    return masks
+
+
 def select_masks(
     scores: Sequence[torch.Tensor],
     sparsity: float | Sequence[float],
@@ -296,10 +350,13 @@ def select_masks(
     seed: int = 0,
     shards: RowShards | None = None,
     warn_whole_groups: bool = True,
+    counts: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
     """Masks (True = pruned) for a list of (out, in) score matrices: the one place thresholds are chosen.
 
     * ``pattern="N:M"``: the lowest ``M - N`` of every ``M`` consecutive scores of each row (``sparsity`` ignored).
+    * ``counts`` (one per matrix, instead of ``sparsity``): exactly that many zeros in the matrix, spread over its
+      rows as evenly as possible (``per_row``: the first rows one more) or anywhere in it (``per_layer``).
     * ``per_row``: exactly ``round(sparsity * in_features)`` per output row.
     * ``per_layer``: exactly ``round(sparsity * numel)`` per matrix.
     * ``global``: one threshold over the whole pool.
@@ -322,6 +379,8 @@ def select_masks(
     nm = parse_nm_pattern(pattern)
     if nm is not None:
         return [nm_mask(s, *nm) for s in scores]
+    if counts is not None:
+        return _masks_with_counts(scores, counts, comparison_group)
     if comparison_group not in COMPARISON_GROUPS:
         raise ValueError(f"`comparison_group` must be one of {list(COMPARISON_GROUPS)}, got {comparison_group!r}.")
     fraction = DEFAULT_SAMPLE_FRACTION if sample_fraction is None else sample_fraction

@@ -23,9 +23,25 @@ from ..core.validation import (
     check_seed,
     describe_value,
 )
+from .allocation import ALLOCATIONS
 from .probing import GRADIENT_STATISTICS
 from .reconstructors import RECONSTRUCTORS
+from .refinement import REFINE_TARGETS
 from .strategies import STRATEGIES
+
+
+__all__ = [
+    "BOOL_FIELDS",
+    "CONFIG_NAME",
+    "FLOAT_BOUNDS",
+    "FLOAT_HINTS",
+    "GRADIENT_DTYPES",
+    "INT_BOUNDS",
+    "PROBE_LOSSES",
+    "RECONSTRUCTION_ORDERS",
+    "SETTING_MAX",
+    "GradProbeConfig",
+]
 
 
 # The one metadata file of a pruned model; the config is stored in it once, under "config".
@@ -50,7 +66,13 @@ FLOAT_BOUNDS = {
     "candidate_ratio": (1.0, SETTING_MAX),
     "reconstruction_damping": (0.0, SETTING_MAX),
     "reconstruction_ridge": (0.0, SETTING_MAX),
+    "loss_weighting": (0.0, 1.0),
+    "refine_lr": (0.0, 1.0),
+    "allocation_strength": (0.0, 1.0),
+    "outlier_threshold": (1.0, SETTING_MAX),
 }
+# Fractions whose upper end is allowed.
+CLOSED_FRACTIONS = ("loss_weighting",)
 FLOAT_HINTS = {
     "target_sparsity": "the fraction of prunable weights set to zero, e.g. 0.5",
     "reduction_factor": "candidates are multiplied by it while probing",
@@ -59,6 +81,10 @@ FLOAT_HINTS = {
     "candidate_ratio": "1 = probe only the strategy's choice",
     "reconstruction_damping": "a fraction of the Hessian's mean diagonal, e.g. 0.01",
     "reconstruction_ridge": "0 = plain least squares",
+    "loss_weighting": "0 = every token alike, 1 = tokens weighted by the loss's sensitivity alone",
+    "refine_lr": "Adam's learning rate, e.g. 1e-4",
+    "allocation_strength": "the largest change of a block's sparsity, e.g. 0.08",
+    "outlier_threshold": "a score this many times its layer's mean is an outlier, e.g. 5",
 }
 # (lowest, highest) value of each int field.
 INT_BOUNDS = {
@@ -68,6 +94,8 @@ INT_BOUNDS = {
     "num_probe_samples": (1, COUNT_MAX),
     "calibration_seed": (0, SEED_MAX),
     "reconstruction_iterations": (1, COUNT_MAX),
+    "refine_steps": (0, COUNT_MAX),
+    "refine_batch_size": (1, COUNT_MAX),
 }
 
 
@@ -216,6 +244,49 @@ class GradProbeConfig:
             "choices": list(RECONSTRUCTION_ORDERS),
         },
     )
+    loss_weighting: float = field(
+        default=0.0,
+        metadata={
+            "help": "Loss-aware layer objectives: each calibration token's share of X^T X is weighted by the squared "
+            "gradient of the loss with respect to the layer's outputs there (one backward pass of the dense model), "
+            "blended with uniform weights: w = (1 - a) + a * g^2 / mean(g^2). 0 = every token alike; needs a "
+            "reconstruction."
+        },
+    )
+    refine_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Block refinement: Adam steps fitting each pruned block's kept weights (masks fixed) to the dense "
+            "outputs, after its layers are reconstructed; 0 = off."
+        },
+    )
+    refine_lr: float = field(default=1e-4, metadata={"help": "Adam's learning rate of block refinement."})
+    refine_batch_size: int = field(default=4, metadata={"help": "Calibration windows per refinement step."})
+    refine_target: str = field(
+        default="block",
+        metadata={
+            "help": "What a refined block's output approaches: 'block' (the dense block on the same inputs) or "
+            "'model' (the dense model's hidden states: the block also corrects earlier blocks' errors).",
+            "choices": list(REFINE_TARGETS),
+        },
+    )
+    allocation: str = field(
+        default="uniform",
+        metadata={
+            "help": "How the target sparsity is spread over blocks: 'uniform', or 'owl' (blocks with more outlier "
+            "scores are pruned less, Yin et al. 2024); the total stays exactly on target.",
+            "choices": list(ALLOCATIONS),
+        },
+    )
+    allocation_strength: float = field(
+        default=0.08, metadata={"help": "With allocation='owl': the largest change of a block's sparsity."}
+    )
+    outlier_threshold: float = field(
+        default=5.0,
+        metadata={
+            "help": "With allocation='owl': a Wanda score above this multiple of its layer's mean is an outlier."
+        },
+    )
     targets: list[str] | None = field(
         default=None,
         metadata={
@@ -252,6 +323,8 @@ class GradProbeConfig:
         check_choice("probe_loss", self.probe_loss, PROBE_LOSSES)
         check_choice("reconstruction", self.reconstruction, RECONSTRUCTORS.names())
         check_choice("reconstruction_order", self.reconstruction_order, RECONSTRUCTION_ORDERS)
+        check_choice("refine_target", self.refine_target, REFINE_TARGETS)
+        check_choice("allocation", self.allocation, ALLOCATIONS)
         self.targets = _regex_list("targets", self.targets, allow_empty=False)
         self.ignore = _regex_list("ignore", self.ignore, allow_empty=True)
         if self.probe and self.num_probe_samples > self.num_calibration_samples:
@@ -270,6 +343,22 @@ class GradProbeConfig:
                 "`probe_loss`='kl' has zero gradient at the dense weights, so `gradient_threshold` (which compares "
                 "with the dense gradient) cannot be used with it: set gradient_threshold=None or probe_loss='lm'."
             )
+        reconstructs = RECONSTRUCTORS.get(self.reconstruction).needs_hessian
+        if self.loss_weighting > 0 and not reconstructs:
+            raise ValueError(
+                f"`loss_weighting`={self.loss_weighting} weights the layer objectives of a reconstruction, but "
+                "reconstruction='none': choose a reconstruction (e.g. 'admm') or set loss_weighting=0."
+            )
+        if self.allocation != "uniform" and (nm is not None or self.comparison_group == "global"):
+            raise ValueError(
+                f"`allocation`={self.allocation!r} gives each block its own sparsity, which "
+                + (
+                    f"pattern={self.pattern!r} fixes in every group"
+                    if nm is not None
+                    else "one global threshold skips"
+                )
+                + ": use allocation='uniform', or an unstructured pattern with comparison_group 'per_row'/'per_layer'."
+            )
 
     @property
     def storage_dtype(self) -> torch.dtype:
@@ -277,23 +366,33 @@ class GradProbeConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """Whether pruning reads calibration data: the strategy's activations, the probe or the reconstruction."""
+        """Whether pruning reads calibration data: the strategy's activations, the probe, the reconstruction, the
+        refinement or the allocation."""
         return (
             self.probe
             or STRATEGIES.get(self.strategy).needs_activations
             or RECONSTRUCTORS.get(self.reconstruction).needs_hessian
+            or self.refine_steps > 0
+            or self.allocation != "uniform"
         )
 
     @property
     def blockwise(self) -> bool:
         """Whether blocks are pruned one at a time, each on the outputs of the already pruned ones."""
-        return self.needs_calibration and (self.layerwise or RECONSTRUCTORS.get(self.reconstruction).needs_hessian)
+        reconstructs = RECONSTRUCTORS.get(self.reconstruction).needs_hessian
+        return self.needs_calibration and (self.layerwise or reconstructs or self.refine_steps > 0)
 
     @property
     def method(self) -> str:
-        """Short name used in reports and model cards, e.g. ``gradprobe-wanda-admm`` or ``wanda``."""
-        name = f"gradprobe-{self.strategy}" if self.probe else self.strategy
-        return name if self.reconstruction == "none" else f"{name}-{self.reconstruction}"
+        """Short name used in reports and model cards, e.g. ``wanda-admm``, ``gradprobe-wanda`` or
+        ``wanda-alps-refined-owl``: the strategy (``gradprobe-`` with the probe), the reconstruction, then the
+        options that change the result (loss-aware objectives, block refinement, a non-uniform allocation)."""
+        parts = [f"gradprobe-{self.strategy}" if self.probe else self.strategy]
+        parts += [self.reconstruction] if self.reconstruction != "none" else []
+        parts += ["loss-aware"] if self.loss_weighting > 0 else []
+        parts += ["refined"] if self.refine_steps > 0 else []
+        parts += [self.allocation] if self.allocation != "uniform" else []
+        return "-".join(parts)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -366,8 +465,9 @@ def _check_float_field(name: str, value, low: float, high: float) -> float | Non
     if name == "target_sparsity":
         return validate_sparsity(value, name)  # the wording sparsity has everywhere in the package
     hint = FLOAT_HINTS[name]
-    if high <= 1.0:  # a fraction: the upper end is excluded
-        return check_float(name, value, minimum=low, maximum=high, exclusive_maximum=True, hint=hint)
+    if high <= 1.0:  # a fraction: the upper end is excluded unless it is meaningful
+        exclusive = name not in CLOSED_FRACTIONS
+        return check_float(name, value, minimum=low, maximum=high, exclusive_maximum=exclusive, hint=hint)
     return check_float(name, value, minimum=low, maximum=high, allow_none=name == "gradient_threshold", hint=hint)
 
 

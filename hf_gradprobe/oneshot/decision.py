@@ -31,6 +31,18 @@ import torch
 from ..core.masking import nm_mask, parse_nm_pattern, select_masks
 
 
+__all__ = [
+    "candidate_sparsity",
+    "gradient_growth",
+    "grown_candidates",
+    "nm_candidate_count",
+    "probe_masks",
+    "probed_gradient",
+    "propose_candidates",
+    "selection_keys",
+]
+
+
 def candidate_sparsity(sparsity: float, candidate_ratio: float) -> float:
     """Fraction of a group proposed as candidates (below 1 so every group keeps something)."""
     return min(sparsity * candidate_ratio, 1.0 - 1e-9) if sparsity > 0 else 0.0
@@ -44,22 +56,25 @@ def nm_candidate_count(n: int, m: int, candidate_ratio: float) -> int:
 
 def propose_candidates(
     scores: Sequence[torch.Tensor],
-    sparsity: float,
+    sparsity: float | Sequence[float],
     comparison_group: str,
     pattern: str | None,
     candidate_ratio: float,
     seed: int = 0,
 ) -> list[torch.Tensor]:
-    """Candidate masks (True = proposed) for a list of (out, in) score matrices."""
+    """Candidate masks (True = proposed) for a list of (out, in) score matrices; ``sparsity`` may be one per
+    matrix (a non-uniform allocation)."""
     nm = parse_nm_pattern(pattern)
     if nm is not None:
         n, m = nm
         keep = m - nm_candidate_count(n, m, candidate_ratio)
         return [nm_mask(s, keep, m) if keep > 0 else torch.ones_like(s, dtype=torch.bool) for s in scores]
     # Candidates are proposals, not what is pruned: a row proposed whole is no reason to warn.
-    return select_masks(
-        scores, candidate_sparsity(sparsity, candidate_ratio), comparison_group, seed=seed, warn_whole_groups=False
-    )
+    if isinstance(sparsity, (list, tuple)):
+        proposed = [candidate_sparsity(value, candidate_ratio) for value in sparsity]
+    else:
+        proposed = candidate_sparsity(sparsity, candidate_ratio)
+    return select_masks(scores, proposed, comparison_group, seed=seed, warn_whole_groups=False)
 
 
 def gradient_growth(g0: torch.Tensor, g1: torch.Tensor) -> torch.Tensor:
@@ -119,10 +134,12 @@ def probe_masks(
     gradient_threshold: float | None,
     gradient_weight: float,
     seed: int = 0,
+    counts: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
-    """Final masks (exact quota per group) for (out, in) matrices decided together."""
+    """Final masks (exact quota per group, or the exact ``counts`` per matrix) for (out, in) matrices decided
+    together."""
     keys = [
         selection_keys(s, w, c, a, b, gradient_threshold, gradient_weight)
         for s, w, c, a, b in zip(scores, weights, candidates, g0, g1, strict=True)
     ]
-    return select_masks(keys, sparsity, comparison_group, pattern, seed=seed)
+    return select_masks(keys, sparsity, comparison_group, pattern, seed=seed, counts=counts)

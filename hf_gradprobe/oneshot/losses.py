@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+__all__ = ["causal_lm_loss", "has_lm_head", "kl_to_reference"]
+
+
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 

@@ -20,6 +20,18 @@ from ..core.hooks import HookSet, replaced_forward
 from ..core.layers import find_repeated_blocks
 
 
+__all__ = [
+    "BlockPipeline",
+    "FinishedChildReplay",
+    "Passthrough",
+    "StopForward",
+    "forward_without_loss",
+    "input_groups",
+    "stop_after",
+    "stop_before",
+]
+
+
 class StopForward(Exception):
     """Raised by a hook to end a forward pass once the part of interest has run."""
 
@@ -175,6 +187,8 @@ class BlockPipeline:
         self.returns_tuple = self._block_returns_tuple()
         self._inputs: torch.Tensor | None = None
         self._output: torch.Tensor | None = None
+        # The windows of the batch being run (start, stop), for statistics that weight tokens by window.
+        self.window_range: tuple[int, int] = (0, 0)
 
     def _window_batch(self, start: int, stop: int) -> torch.Tensor:
         return self.windows[start:stop].to(self.device)
@@ -213,8 +227,11 @@ class BlockPipeline:
         return torch.cat(captured)
 
     @contextlib.contextmanager
-    def from_block(self, index: int, stop_after_block: bool = False) -> Iterator[BlockPipeline]:
-        """Within the context, forwards start at block ``index`` with the input set by :meth:`set_inputs`."""
+    def from_block(
+        self, index: int, stop_after_block: bool = False, keep_graph: bool = False
+    ) -> Iterator[BlockPipeline]:
+        """Within the context, forwards start at block ``index`` on injected cached inputs; with ``keep_graph`` the
+        block's output keeps its autograd graph (for :meth:`forward_block` under ``torch.enable_grad``)."""
         originals = [self.blocks[i] for i in range(index)]
         handles = []
 
@@ -226,7 +243,8 @@ class BlockPipeline:
             return args, kwargs
 
         def capture(module, args, output):
-            self._output = (output[0] if isinstance(output, tuple) else output).detach()
+            output = output[0] if isinstance(output, tuple) else output
+            self._output = output if keep_graph else output.detach()
             if stop_after_block:
                 raise StopForward
 
@@ -272,10 +290,18 @@ class BlockPipeline:
                 if replay is not None:
                     replay.batch = number
                 self._inputs = hidden[start : start + self.batch_size]
+                self.window_range = (start, min(start + self.batch_size, len(hidden)))
                 forward_without_loss(self.model, self._window_batch(start, start + self.batch_size))
                 if update:
                     hidden[start : start + self.batch_size] = self._output
         return hidden
+
+    def forward_block(self, inputs: torch.Tensor, window_ids: torch.Tensor) -> torch.Tensor:
+        """Inside :meth:`from_block` (``stop_after_block=True``): the block's output for ``inputs``, the cached
+        hidden states of the windows ``window_ids`` (their token ids still build masks and positions)."""
+        self._inputs = inputs
+        forward_without_loss(self.model, self.windows[window_ids.cpu()].to(self.device))
+        return self._output
 
     def window_batches(self, hidden: torch.Tensor) -> Iterator[torch.Tensor]:
         """Inside :meth:`from_block`: one window at a time, its cached input injected, for a forward+backward

@@ -28,6 +28,9 @@ from ..core.hooks import replaced_forward
 from ..core.layers import PrunableLayer
 
 
+__all__ = ["GRADIENT_STATISTICS", "GradientProbe", "probing_mode", "run_probe_batches"]
+
+
 GRADIENT_STATISTICS = ("max_abs", "mean_abs", "abs_sum")
 # fp16 statistics are scaled so the first batch's largest value lands near 2**10, leaving 2**5 of
 # head-room below fp16's 65504 for later, larger batches; max_abs/abs_sum values never exceed B x that.

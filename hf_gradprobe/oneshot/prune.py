@@ -39,36 +39,45 @@ def prune_pretrained(
     trust_remote_code: bool = False,
     **overrides,
 ):
-    """Prune a pretrained model in one shot and return it (an ordinary ``PreTrainedModel`` with zeros).
+    """Prune a pretrained model in one shot and return it: an ordinary `PreTrainedModel` with exact zeros.
+
+    Blocks are pruned in order, each on the hidden states the already pruned blocks produce (with reconstruction or
+    layerwise probing); the target sparsity is met exactly in every comparison group.
 
     Args:
-        model_or_id: a ``PreTrainedModel`` (pruned in place), a local folder or a Hub id (loaded with
-            ``revision``/``dtype``/``device_map``/``trust_remote_code``), or ``"smollm2-135m"``.
-        config: a :class:`GradProbeConfig`; ``overrides`` replace its fields (``target_sparsity=0.5``...).
-        calibration: text for calibration (a file, a ``datasets`` name, a list of texts), or a 2-D tensor of
-            token windows. Needed by Wanda and by the probe.
-        tokenizer: overrides the tokenizer found with the model.
-        loss_fn: ``loss_fn(model, input_ids) -> scalar`` for models without a causal-LM head (e.g. BERT);
-            defaults to the next-token cross-entropy.
-        return_report: return ``(model, report)`` instead of the model. The report is also stored on the
-            model as ``model.pruning_report``.
-        return_tokenizer: also return the tokenizer the model was loaded with (or ``tokenizer`` when given;
-            ``None`` when there is none), so that evaluating or saving needs no second load:
-            ``model, tokenizer = prune_pretrained(..., return_tokenizer=True)``, or with both flags
-            ``model, report, tokenizer = prune_pretrained(..., return_report=True, return_tokenizer=True)``.
+        model_or_id (`PreTrainedModel`, `str` or `os.PathLike`):
+            A model (pruned in place), a local folder or a Hub id (loaded with `revision`, `dtype`, `device_map`
+            and `trust_remote_code`), or `"smollm2-135m"` (the packaged copy).
+        config ([`GradProbeConfig`], *optional*):
+            What to do; the defaults when `None`. `overrides` replace its fields.
+        calibration (`str`, `list[str]` or `torch.Tensor`, *optional*):
+            Calibration text (a file, a `datasets` name, a list of texts) or a 2-D tensor of token windows. Needed
+            whenever `config.needs_calibration` (Wanda, the probe, reconstruction).
+        tokenizer (*optional*):
+            Replaces the tokenizer found with the model.
+        loss_fn (`Callable[[nn.Module, torch.Tensor], torch.Tensor]`, *optional*):
+            `loss_fn(model, input_ids) -> scalar loss` for the probe of a model without a causal-LM head (e.g.
+            BERT); defaults to the next-token cross-entropy. Refused with `probe_loss="kl"`.
+        return_report (`bool`, *optional*, defaults to `False`):
+            Also return the [`PruningReport`] (always stored on the model as `model.pruning_report`).
+        return_tokenizer (`bool`, *optional*, defaults to `False`):
+            Also return the tokenizer the model was loaded with (or `tokenizer`; `None` when there is none).
+        progress (`bool`, *optional*, defaults to `True`):
+            Show progress bars (they also obey the Transformers and huggingface_hub switches).
+        revision, dtype, device_map, trust_remote_code:
+            As in `from_pretrained`, when `model_or_id` is loaded here.
+        overrides:
+            [`GradProbeConfig`] fields, e.g. `target_sparsity=0.5`.
 
     Returns:
-        The pruned model; or a tuple ``(model, report)``, ``(model, tokenizer)`` or ``(model, report, tokenizer)``
-        when ``return_report``/``return_tokenizer`` ask for them, always in that order.
+        The pruned model. With `return_report` and/or `return_tokenizer`, one rule: a tuple
+        `(model, report, tokenizer)` holding the items asked for, in that order (e.g. `(model, tokenizer)`).
 
-    The model's weights are modified in place block by block; if an error interrupts pruning, the
-    block being decided is untouched (probing never writes weights) and earlier blocks stay pruned.
-
-    Refused before any pruning work: a config that fails its checks (also one changed after construction),
-    calibration windows longer than the model's ``max_position_embeddings``/``n_positions``, windows that are not
-    integer ids of its vocabulary, and, when calibration data is used, parameters holding NaN or inf. A layer left
-    with fewer zeros than its comparison groups must get (non-finite scores never prune) is listed in the report's
-    ``shortfall`` entry (``report.extra["shortfall"]``: name, zeros, expected_zeros, groups_short, group) and warned.
+    Refused before any pruning work, with one `ValueError` naming the problem: a config that fails its checks (also
+    one changed after construction), calibration windows longer than the model's positions or not integer ids of its
+    vocabulary, and, when calibration data runs through the model, parameters holding NaN or inf. If pruning is
+    interrupted, every block is fully pruned or untouched. A layer left with fewer zeros than its groups must get
+    (non-finite scores never prune) is warned about and listed in the report's `shortfall` entry.
     """
     config = _resolve_config(config, overrides)
     model, tokenizer = load_model(

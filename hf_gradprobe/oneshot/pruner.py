@@ -38,6 +38,7 @@ from transformers.utils.logging import tqdm
 from ..core.layers import PrunableLayer, find_prunable_layers, find_repeated_blocks, group_by_block
 from ..core.masking import apply_mask_, select_masks
 from ..core.runtime import model_input_device, progress_bars_enabled
+from .allocation import exact_counts, outlier_count, owl_sparsities
 from .config import GradProbeConfig
 from .decision import grown_candidates, probe_masks, propose_candidates
 from .losses import LossFn, kl_to_reference
@@ -45,8 +46,10 @@ from .pipeline import BlockPipeline, FinishedChildReplay, forward_without_loss, 
 from .probing import GradientProbe, run_probe_batches
 from .reconstruction import output_error
 from .reconstructors import RECONSTRUCTORS
+from .refinement import refine_block
+from .sensitivity import TokenSensitivities, blend_weights
 from .statistics import InputStatistics
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, wanda_scores
 
 
 __all__ = ["OneShotPruner"]
@@ -86,6 +89,11 @@ class OneShotPruner:
         self.device = model_input_device(model)
         self.fp16 = next(model.parameters()).dtype == torch.float16
         self.layer_stats: dict[str, dict] = {}
+        self.block_stats: dict[int, dict] = {}
+        # Zeros per layer of a non-uniform allocation (None: the target everywhere), and per layer the weight of
+        # every calibration token in its objective (None: all alike).
+        self.counts: dict[str, int] | None = None
+        self.token_weights: dict[str, torch.Tensor] | None = None
 
     def run(self) -> None:
         """Prune: block by block when reconstructing or probing layerwise, else the whole model at once."""
@@ -101,11 +109,17 @@ class OneShotPruner:
     def _scores(self, layers: Sequence[PrunableLayer], statistics) -> list[torch.Tensor]:
         return [self.strategy.scores(layer, statistics) for layer in layers]
 
+    def _sparsity(self, layers) -> float | list[float]:
+        """The target, or with an allocation each layer's own share of zeros."""
+        if self.counts is None:
+            return self.config.target_sparsity
+        return [self.counts[layer.name] / layer.weight.numel() for layer in layers]
+
     def _candidates(self, layers, statistics) -> list[torch.Tensor]:
         cfg = self.config
         return propose_candidates(
             self._scores(layers, statistics),
-            cfg.target_sparsity,
+            self._sparsity(layers),
             cfg.comparison_group,
             cfg.pattern,
             cfg.candidate_ratio,
@@ -149,9 +163,15 @@ class OneShotPruner:
         masks = []
         for group in groups:
             scores = self._scores(group, statistics)
+            counts = [self.counts[layer.name] for layer in group] if self.counts is not None else None
             if probed is None:
                 chosen = select_masks(
-                    scores, cfg.target_sparsity, cfg.comparison_group, cfg.pattern, seed=cfg.calibration_seed
+                    scores,
+                    cfg.target_sparsity,
+                    cfg.comparison_group,
+                    cfg.pattern,
+                    seed=cfg.calibration_seed,
+                    counts=counts,
                 )
                 self._record_decision(group, chosen)
             else:
@@ -169,6 +189,7 @@ class OneShotPruner:
                     cfg.gradient_threshold,
                     cfg.gradient_weight,
                     cfg.calibration_seed,
+                    counts=counts,
                 )
                 grown = None
                 if cfg.gradient_threshold is not None:
@@ -256,33 +277,114 @@ class OneShotPruner:
         """Blocks in order, each decided on the hidden states the already pruned blocks produce.
 
         With ``layerwise`` the probe runs per block (from the loss down to the block); otherwise one probe of the
-        dense model proposes and measures the candidates up front.
+        dense model proposes and measures the candidates up front. An allocation and the token weights of
+        loss-aware objectives are measured on the dense model first; a block is refined after its layers.
         """
         cfg = self.config
         grouped = group_by_block(self.layers)
         if any(index is None for index, _ in grouped):
             raise ValueError(
-                "`layerwise=True` and `reconstruction` need every prunable layer inside the repeated blocks; "
-                "`targets` selected layers outside them. Narrow `targets`, or use layerwise=False with "
-                "reconstruction='none'."
+                "`layerwise=True`, `reconstruction` and `refine_steps` need every prunable layer inside the repeated "
+                "blocks; `targets` selected layers outside them. Narrow `targets`, or prune without them."
             )
+        if cfg.allocation != "uniform":
+            self.counts = self._allocate(grouped)
+        if cfg.loss_weighting > 0:
+            self.token_weights = self._measure_token_weights()
         upfront = self._dense_probe() if cfg.probe and not cfg.layerwise else None
         pipeline = BlockPipeline(self.model, self.windows, cfg.calibration_batch_size, self.device)
         hidden = pipeline.first_inputs()
+        # The dense model's hidden states, advanced block by block, when refinement aims at them.
+        dense_hidden = hidden.clone() if cfg.refine_steps and cfg.refine_target == "model" else None
         for index, layers in self._bar(grouped, "Blocks", "block"):
-            if self.reconstructor.needs_hessian:
-                replay = self._reconstruct_block(pipeline, index, layers, hidden, upfront)
-            else:
-                statistics = None
-                if self.strategy.needs_activations:
-                    statistics = InputStatistics([[layer] for layer in layers], second_moments=False)
-                    pipeline.run_block(index, hidden, hooks=statistics)
-                probed = upfront
-                if cfg.probe and upfront is None:
-                    probed = self._block_probe(pipeline, index, layers, hidden, statistics)
-                self._prune_without_reconstruction(layers, statistics, probed)
-                replay = None
+            keeps_backup = self.reconstructor.needs_hessian or cfg.refine_steps > 0
+            # One block's dense weights, to undo a half-done block: a block is either fully pruned or untouched.
+            dense = {layer.name: layer.weight.detach().clone() for layer in layers} if keeps_backup else {}
+            try:
+                targets = self._refine_targets(pipeline, index, hidden, dense_hidden)
+                if self.reconstructor.needs_hessian:
+                    replay = self._reconstruct_block(pipeline, index, layers, hidden, upfront, dense)
+                else:
+                    self._prune_block(pipeline, index, layers, hidden, upfront)
+                    replay = None
+                if targets is not None:
+                    self.block_stats[index] = refine_block(
+                        pipeline,
+                        index,
+                        layers,
+                        hidden,
+                        targets,
+                        steps=cfg.refine_steps,
+                        lr=cfg.refine_lr,
+                        batch_size=cfg.refine_batch_size,
+                        seed=cfg.calibration_seed,
+                    )
+                    replay = None  # the refined block's parts changed: nothing recorded holds
+            except BaseException:
+                with torch.no_grad():
+                    for layer in layers:
+                        if layer.name in dense:
+                            layer.weight.copy_(dense[layer.name])
+                raise
             pipeline.run_block(index, hidden, update=True, replay=replay)  # the next block sees this one pruned
+
+    def _refine_targets(self, pipeline: BlockPipeline, index: int, hidden, dense_hidden):
+        """What block ``index`` is refined toward, computed while it is still dense (None without refinement)."""
+        if not self.config.refine_steps:
+            return None
+        if dense_hidden is not None:
+            return pipeline.run_block(index, dense_hidden, update=True)  # the dense model's next hidden states
+        return pipeline.run_block(index, hidden.clone(), update=True)  # the dense block on the pruned inputs
+
+    def _prune_block(self, pipeline: BlockPipeline, index: int, layers, hidden, upfront) -> None:
+        """Decide and zero one block without reconstruction, on its cached inputs."""
+        statistics = None
+        if self.strategy.needs_activations:
+            statistics = InputStatistics([[layer] for layer in layers], second_moments=False)
+            pipeline.run_block(index, hidden, hooks=statistics)
+        probed = upfront
+        if self.config.probe and upfront is None:
+            probed = self._block_probe(pipeline, index, layers, hidden, statistics)
+        self._prune_without_reconstruction(layers, statistics, probed)
+
+    def _allocate(self, grouped) -> dict[str, int]:
+        """Zeros per layer from the dense model's outlier ratios (OWL), summing exactly to the target's count."""
+        cfg = self.config
+        statistics = InputStatistics([[layer] for layer in self.layers], second_moments=False)
+        with statistics:
+            self._statistics_pass(self.windows)
+        ratios = []
+        for _, layers in grouped:
+            outliers = sum(
+                outlier_count(wanda_scores(layer, statistics.sq_norms(layer.name)), cfg.outlier_threshold)
+                for layer in layers
+            )
+            ratios.append(outliers / sum(layer.weight.numel() for layer in layers))
+        per_block = owl_sparsities(ratios, cfg.target_sparsity, cfg.allocation_strength)
+        layers = [layer for _, block in grouped for layer in block]
+        sparsities = [per_block[number] for number, (_, block) in enumerate(grouped) for _ in block]
+        counts = exact_counts([layer.weight.numel() for layer in layers], sparsities, cfg.target_sparsity)
+        return {layer.name: count for layer, count in zip(layers, counts, strict=True)}
+
+    def _measure_token_weights(self) -> dict[str, torch.Tensor]:
+        """Per layer, the loss's sensitivity to its output at every calibration token, on the dense model."""
+        sensitivities = TokenSensitivities(self.layers, len(self.windows), self.windows.shape[1])
+        order = self._bar(range(len(self.windows)), "Sensitivity", "window")
+        scale = 2.0**10 if self.fp16 else 1.0
+        sensitivities.measure(self.model, self.windows, self.loss_fn, self.device, scale=scale, order=order)
+        return sensitivities.values
+
+    def _statistics(self, pipeline: BlockPipeline, groups) -> InputStatistics:
+        """Second moments of each group's input, token-weighted by the group's summed sensitivity when asked."""
+        weights = None
+        if self.token_weights is not None:
+            strength = self.config.loss_weighting
+            weights = [
+                blend_weights(sum(self.token_weights[layer.name] for layer in group), strength) for group in groups
+            ]
+        return InputStatistics(
+            groups, second_moments=True, token_weights=weights, window_range=lambda: pipeline.window_range
+        )
 
     def _dense_probe(self) -> Probed:
         """Candidates and probed gradients of every layer, measured once on the dense model."""
@@ -303,8 +405,8 @@ class OneShotPruner:
 
         return self._probed(layers, self._candidates(layers, statistics), measure)
 
-    def _reconstruct_block(self, pipeline: BlockPipeline, index: int, layers, hidden, upfront):
-        """Decide and reconstruct one block, stage by stage; on failure the block's weights are put back.
+    def _reconstruct_block(self, pipeline: BlockPipeline, index: int, layers, hidden, upfront, dense):
+        """Decide and reconstruct one block, stage by stage (the caller puts its weights back on failure).
 
         In ``sequential`` order each stage's statistics are taken after the earlier stages are pruned and
         reconstructed (o_proj sees the pruned attention), and the block's finished parts are replayed rather than
@@ -312,37 +414,29 @@ class OneShotPruner:
         block's input in one pass.
         """
         cfg = self.config
-        # One block's dense weights, to undo a half-done block: a block is either fully pruned or untouched.
-        dense = {layer.name: layer.weight.detach().clone() for layer in layers}
-        try:
-            stages = input_groups(pipeline, index, layers, hidden)
-            # The block's own probe proposes candidates for every layer from the block's input, so it needs every
-            # layer's statistics at once, as the parallel order does.
-            every_layer = cfg.reconstruction_order == "parallel" or (cfg.probe and upfront is None)
-            statistics = InputStatistics(stages if every_layer else stages[:1], second_moments=True)
-            # A statistics pass stops when its last stage is about to run: its input is all it needs.
-            last = stages[-1] if every_layer else stages[0]
-            pipeline.run_block(index, hidden, hooks=statistics, before=last[0].module)
-            probed = upfront
-            if cfg.probe and upfront is None:
-                probed = self._block_probe(pipeline, index, layers, hidden, statistics)
-            sequential = cfg.reconstruction_order == "sequential"
-            replay = FinishedChildReplay(pipeline.blocks[index], layers) if sequential else None
-            for number, stage in enumerate(stages):
-                if number and sequential:
-                    statistics = InputStatistics([stage], second_moments=True)
-                    pipeline.run_block(index, hidden, hooks=statistics, before=stage[0].module, replay=replay)
-                masks = self._decide(stage, statistics, probed)
-                for layer, mask in zip(stage, masks, strict=True):
-                    self._reconstruct(layer, mask, statistics.hessian(layer.name), dense[layer.name])
-                if replay is not None:
-                    replay.mark_final(stage)
-            return replay
-        except BaseException:
-            with torch.no_grad():
-                for layer in layers:
-                    layer.weight.copy_(dense[layer.name])
-            raise
+        stages = input_groups(pipeline, index, layers, hidden)
+        # The block's own probe proposes candidates for every layer from the block's input, so it needs every
+        # layer's statistics at once, as the parallel order does.
+        every_layer = cfg.reconstruction_order == "parallel" or (cfg.probe and upfront is None)
+        statistics = self._statistics(pipeline, stages if every_layer else stages[:1])
+        # A statistics pass stops when its last stage is about to run: its input is all it needs.
+        last = stages[-1] if every_layer else stages[0]
+        pipeline.run_block(index, hidden, hooks=statistics, before=last[0].module)
+        probed = upfront
+        if cfg.probe and upfront is None:
+            probed = self._block_probe(pipeline, index, layers, hidden, statistics)
+        sequential = cfg.reconstruction_order == "sequential"
+        replay = FinishedChildReplay(pipeline.blocks[index], layers) if sequential else None
+        for number, stage in enumerate(stages):
+            if number and sequential:
+                statistics = self._statistics(pipeline, [stage])
+                pipeline.run_block(index, hidden, hooks=statistics, before=stage[0].module, replay=replay)
+            masks = self._decide(stage, statistics, probed)
+            for layer, mask in zip(stage, masks, strict=True):
+                self._reconstruct(layer, mask, statistics.hessian(layer.name), dense[layer.name])
+            if replay is not None:
+                replay.mark_final(stage)
+        return replay
 
     @torch.no_grad()
     def _reconstruct(self, layer: PrunableLayer, mask: torch.Tensor, hessian: torch.Tensor, dense: torch.Tensor):

@@ -31,18 +31,30 @@ import math
 
 import torch
 
+from ..core.validation import check_float, check_int
+from .layer_problem import (
+    DAMPING_MAX,
+    check_hessian,
+    check_problem,
+    check_weight,
+    cholesky,
+    cholesky_inverse,
+    damp_,
+    describe_tensor,
+    quadratic,
+    scaled_problem,
+)
 
-# Damping (and ridge) beyond this leave the Hessian below fp32's resolution next to the added diagonal (~1e-7
-# relative): more of it changes nothing but can overflow. `GradProbeConfig` refuses larger values up front.
-DAMPING_MAX = 1e6
 
 __all__ = [
     "DAMPING_MAX",
     "HessianAccumulator",
+    "conjugate_gradients",
     "damped",
     "output_error",
     "reconstruct_admm",
     "reconstruct_exact",
+    "reconstruct_pcg",
     "reconstruct_sparsegpt",
 ]
 
@@ -59,7 +71,7 @@ class HessianAccumulator:
     """
 
     def __init__(self, in_features: int, device: torch.device | str | None = None) -> None:
-        in_features = _check_int(in_features, "in_features", minimum=1)
+        in_features = check_int("in_features", in_features, minimum=1)
         self.H = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
         self.tokens = 0
 
@@ -68,16 +80,22 @@ class HessianAccumulator:
         return self.H.shape[0]
 
     @torch.no_grad()
-    def add(self, x: torch.Tensor) -> None:
-        """Add the activations ``x`` of shape ``(..., in_features)``, any floating dtype and device."""
+    def add(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Add the activations ``x`` of shape ``(..., in_features)``, any floating dtype and device; ``weights``
+        (one per row of ``x`` flattened to ``(-1, in_features)``) weight each token's ``x^T x``."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
-            raise ValueError(f"`x` must be a floating-point tensor of shape (..., in_features), got {_describe(x)}.")
+            raise ValueError(
+                f"`x` must be a floating-point tensor of shape (..., in_features), got {describe_tensor(x)}."
+            )
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"`x` must have {self.in_features} features in its last dimension, got shape {tuple(x.shape)}."
             )
         rows = x.detach().reshape(-1, self.in_features).to(device=self.H.device, dtype=torch.float32)
-        self.H.addmm_(rows.T, rows)
+        if weights is None:
+            self.H.addmm_(rows.T, rows)
+        else:
+            self.H.addmm_((rows * weights.reshape(-1, 1).to(rows)).T, rows)
         self.tokens += rows.shape[0]
 
     @property
@@ -104,9 +122,9 @@ def damped(hessian: torch.Tensor, damping: float = 0.01) -> torch.Tensor:
     A dead input never reaches the output, so its weights do not affect the error; giving it an uncoupled unit
     diagonal (as SparseGPT does) keeps the matrix invertible and leaves its kept weights unchanged in every solver.
     """
-    hessian = _check_hessian(hessian, None)
-    damping = _check_number(damping, "damping")
-    return _damp_(hessian.detach().to(dtype=torch.float32, copy=True), damping)
+    hessian = check_hessian(hessian, None)
+    damping = check_float("damping", damping, minimum=0.0)
+    return damp_(hessian.detach().to(dtype=torch.float32, copy=True), damping)
 
 
 def output_error(
@@ -117,18 +135,18 @@ def output_error(
     With ``relative=True`` it is divided by ``tr(W H W^T)`` (the output energy), so 1.0 means "as bad as zeroing
     the whole layer". Computed with fp32 products summed in fp64; ``H`` is used as given (no damping).
     """
-    weight = _check_weight(weight)
+    weight = check_weight(weight)
     if not isinstance(weight_hat, torch.Tensor) or weight_hat.shape != weight.shape:
         raise ValueError(
-            f"`weight_hat` must have the weight's shape {tuple(weight.shape)}, got {_describe(weight_hat)}."
+            f"`weight_hat` must have the weight's shape {tuple(weight.shape)}, got {describe_tensor(weight_hat)}."
         )
-    hessian = _check_hessian(hessian, weight.shape[1]).detach().to(device=weight.device, dtype=torch.float32)
+    hessian = check_hessian(hessian, weight.shape[1]).detach().to(device=weight.device, dtype=torch.float32)
     original = weight.detach().float()
     delta = original - weight_hat.detach().to(device=weight.device, dtype=torch.float32)
-    error = _quadratic(delta, hessian)
+    error = quadratic(delta, hessian)
     if not relative:
         return error
-    energy = _quadratic(original, hessian)
+    energy = quadratic(original, hessian)
     if energy == 0.0:
         return 0.0 if error == 0.0 else math.inf
     return error / energy
@@ -143,11 +161,11 @@ def reconstruct_exact(
     One dense solve per row, in fp64 (fp32 on MPS): meant as a reference for tests and for tiny layers only.
     With ``damping=0`` the restricted systems must be non-singular (enough tokens, no duplicated inputs).
     """
-    weight, mask, hessian = _check_problem(weight, mask, hessian)
-    damping = _check_number(damping, "damping")
+    weight, mask, hessian = check_problem(weight, mask, hessian)
+    damping = check_float("damping", damping, minimum=0.0)
     # fp64 so that the reference is accurate well below the fp32 solvers' own error.
     dtype = torch.float32 if weight.device.type == "mps" else torch.float64
-    h = _damp_(hessian.detach().to(device=weight.device, dtype=dtype, copy=True), damping)
+    h = damp_(hessian.detach().to(device=weight.device, dtype=dtype, copy=True), damping)
     original = weight.detach().to(dtype)
     target = original @ h  # row r is (H_d w_r)^T, H_d being symmetric
     keep = ~mask.to(weight.device)
@@ -193,16 +211,16 @@ def reconstruct_admm(
             same form, so the iterates converge to :func:`reconstruct_exact` with ``damping + ridge``). Large values
             give ``W * ~mask``.
     """
-    weight, mask, hessian = _check_problem(weight, mask, hessian)
-    damping = _check_number(damping, "damping")
-    rho = _check_number(rho, "rho", positive=True)
-    iterations = _check_int(iterations, "iterations", minimum=0)
-    ridge = _check_number(ridge, "ridge")
-    original, mask, h, scale = _scaled_problem(weight, mask, hessian, damping + ridge)
+    weight, mask, hessian = check_problem(weight, mask, hessian)
+    damping = check_float("damping", damping, minimum=0.0)
+    rho = check_float("rho", rho, minimum=0.0, exclusive_minimum=True)
+    iterations = check_int("iterations", iterations, minimum=0)
+    ridge = check_float("ridge", ridge, minimum=0.0)
+    original, mask, h, scale = scaled_problem(weight, mask, hessian, damping + ridge)
     keep = ~mask
     rhs = original @ h  # W0 H_d (H_d is symmetric)
     h.diagonal().add_(rho)
-    inverse = _cholesky_inverse(h, damping + ridge)  # (H_d + rho I)^-1, well conditioned: eigenvalues >= rho
+    inverse = cholesky_inverse(h, damping + ridge)  # (H_d + rho I)^-1, well conditioned: eigenvalues >= rho
     del h
     fixed = rhs @ inverse  # the part of every W-update that does not change across iterations
     del rhs
@@ -237,12 +255,12 @@ def reconstruct_sparsegpt(
     correlated inputs its error can be twice the optimum's); it is exact when, in every row, all pruned weights
     come before all kept ones. Rows with no pruning come back unchanged. Cost: one ``in^3`` factorisation plus ``out * in^2`` for the sweep.
     """
-    weight, mask, hessian = _check_problem(weight, mask, hessian)
-    damping = _check_number(damping, "damping")
-    block_size = _check_int(block_size, "block_size", minimum=1)
-    w, mask, h, scale = _scaled_problem(weight, mask, hessian, damping)
+    weight, mask, hessian = check_problem(weight, mask, hessian)
+    damping = check_float("damping", damping, minimum=0.0)
+    block_size = check_int("block_size", block_size, minimum=1)
+    w, mask, h, scale = scaled_problem(weight, mask, hessian, damping)
     # Upper Cholesky factor of H_d^-1 (of the unit-diagonal rescaling, which the sweep is invariant to).
-    upper = _cholesky(_cholesky_inverse(h, damping), upper=True, damping=damping)
+    upper = cholesky(cholesky_inverse(h, damping), upper=True, damping=damping)
     del h
     columns = w.shape[1]
     for start in range(0, columns, block_size):
@@ -263,133 +281,68 @@ def reconstruct_sparsegpt(
     return w.masked_fill_(mask, 0.0).div_(scale)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Helpers
+@torch.no_grad()
+def reconstruct_pcg(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    damping: float = 0.01,
+    iterations: int = 10,
+    start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The fixed-mask least-squares fit by preconditioned conjugate gradients, every row at once.
 
+    Each row solves ``H_d[S, S] w_S = (H_d w)[S]`` on its kept support ``S``; with columns rescaled to a unit
+    diagonal (Jacobi preconditioning), ``iterations`` conjugate-gradient steps start from ``start`` (default: the
+    weight with the mask zeroed). It converges to :func:`reconstruct_exact`: the more iterations, the closer; a
+    warm start near the solution (e.g. an ADMM iterate) needs few. Cost per step: one ``(out, in) @ (in, in)``.
 
-def _describe(value: object) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return repr(value)
+    Args:
+        weight (`torch.Tensor`): the dense ``(out, in)`` weight.
+        mask (`torch.Tensor`): bool, True where pruned.
+        hessian (`torch.Tensor`): ``X^T X`` of the layer's inputs, ``(in, in)``.
+        damping (`float`, *optional*, defaults to 0.01): added to the diagonal, relative to its mean.
+        iterations (`int`, *optional*, defaults to 10): conjugate-gradient steps, >= 0.
+        start (`torch.Tensor`, *optional*): the first iterate, ``(out, in)`` in the weight's units.
 
-
-def _check_number(value: float, name: str, *, positive: bool = False) -> float:
-    bound = "> 0" if positive else ">= 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
-    return float(value)
-
-
-def _check_int(value: int, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
-def _check_weight(weight: torch.Tensor) -> torch.Tensor:
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        raise ValueError(
-            f"`weight` must be a 2-D floating-point tensor (out_features, in_features), got {_describe(weight)}."
-        )
-    return weight
-
-
-def _check_hessian(hessian: torch.Tensor, in_features: int | None) -> torch.Tensor:
-    if not isinstance(hessian, torch.Tensor) or hessian.dim() != 2 or not hessian.is_floating_point():
-        raise ValueError(f"`hessian` must be a square 2-D floating-point tensor, got {_describe(hessian)}.")
-    size = hessian.shape[0] if in_features is None else in_features
-    if tuple(hessian.shape) != (size, size):
-        raise ValueError(
-            f"`hessian` must have shape ({size}, {size}) (in_features x in_features), got {tuple(hessian.shape)}."
-        )
-    return hessian
-
-
-def _check_problem(
-    weight: torch.Tensor, mask: torch.Tensor, hessian: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    weight = _check_weight(weight)
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != weight.shape:
-        raise ValueError(
-            f"`mask` must be a torch.bool tensor with the weight's shape {tuple(weight.shape)} (True = pruned), "
-            f"got {_describe(mask)}."
-        )
-    hessian = _check_hessian(hessian, weight.shape[1])
-    diagonal = hessian.detach().diagonal()
-    if not bool(torch.isfinite(hessian).all()) or bool((diagonal < 0).any()):
-        raise ValueError("`hessian` must be finite with a non-negative diagonal (X^T X), got NaN, inf or diag < 0.")
-    return weight, mask, hessian
-
-
-def _damp_(h: torch.Tensor, damping: float) -> torch.Tensor:
-    """In place: ``h + damping * mean(diag h) * I``, dead inputs decoupled with diagonal 1."""
-    diagonal = h.diagonal()
-    dead = diagonal == 0
-    mean = diagonal.mean()
-    diagonal.add_(mean * damping)  # a tensor product: no device sync
-    if not bool(torch.isfinite(diagonal).all()):
-        # Only a finite Hessian reaches here through the solvers; what overflowed is the damping term.
-        cause = (
-            f"`damping`={damping:g} times its mean diagonal ({float(mean):g}) overflows {h.dtype}"
-            if bool(torch.isfinite(mean))
-            else "its diagonal holds NaN or inf"
-        )
-        raise ValueError(
-            f"`hessian` (damped) is not finite: {cause}. Use a damping between 0 and {DAMPING_MAX:g} (e.g. 0.01) "
-            "and a finite Hessian."
-        )
-    if bool(dead.any()):
-        h[dead, :] = 0.0
-        h[:, dead] = 0.0
-        diagonal.masked_fill_(dead, 1.0)
-    return h
-
-
-def _scaled_problem(
-    weight: torch.Tensor, mask: torch.Tensor, hessian: torch.Tensor, damping: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fp32 copies on the weight's device: ``W * s``, the mask, ``H_d / (s s^T)`` and ``s = sqrt(diag H_d)``.
-
-    Rescaling inputs to a unit diagonal (Jacobi) leaves the problem unchanged (``X W^T = (X / s)(W * s)^T``), makes
-    ``rho`` meaningful across layers and improves the conditioning of the fp32 factorisations.
+    Returns:
+        `torch.Tensor`: the fp32 weight, exactly zero on the mask.
     """
-    device = weight.device
-    h = _damp_(hessian.detach().to(device=device, dtype=torch.float32, copy=True), damping)
-    scale = h.diagonal().sqrt()
-    h.div_(scale.unsqueeze(0)).div_(scale.unsqueeze(1))
-    w = weight.detach().to(dtype=torch.float32, copy=True).mul_(scale)
-    return w, mask.to(device), h, scale
-
-
-def _cholesky(h: torch.Tensor, *, upper: bool = False, damping: float | None = None) -> torch.Tensor:
-    """Cholesky factor of the symmetric positive definite ``h``, with an actionable error when fp32 fails.
-
-    ``damping`` is the one ``h`` was damped with: more damping is suggested only where it can help, i.e. ``h`` is
-    finite and the damping is below :data:`DAMPING_MAX` (beyond it the Hessian no longer registers in fp32)."""
-    factor, info = torch.linalg.cholesky_ex(h, upper=upper)
-    if int(info) == 0:
-        return factor
-    # The damped, rescaled Hessian is finite by construction; only an inverse of a nearly singular one overflows.
-    detail = " (its inverse overflowed: the matrix is nearly singular)" if not bool(torch.isfinite(h).all()) else ""
-    if damping is not None and damping < DAMPING_MAX:
-        raise ValueError(
-            f"`hessian` (damped) is not positive definite in fp32{detail}: increase `damping` (e.g. from {damping:g} "
-            f"to {min(DAMPING_MAX, max(0.1, 10 * damping)):g}) or collect more calibration tokens."
-        )
-    raise ValueError(
-        f"`hessian` (damped) is not positive definite in fp32{detail}"
-        + (f" even with `damping`={damping:g}" if damping is not None else "")
-        + ": it is too ill-conditioned for fp32. Collect more calibration tokens, or check the layer's inputs."
+    weight, mask, hessian = check_problem(weight, mask, hessian)
+    damping = check_float("damping", damping, minimum=0.0)
+    iterations = check_int("iterations", iterations, minimum=0)
+    if start is not None and (not isinstance(start, torch.Tensor) or start.shape != weight.shape):
+        raise ValueError(f"`start` must have the weight's shape {tuple(weight.shape)}, got {describe_tensor(start)}.")
+    original, mask, h, scale = scaled_problem(weight, mask, hessian, damping)
+    return conjugate_gradients(original, ~mask, h, original if start is None else start * scale, iterations).div_(
+        scale
     )
 
 
-def _cholesky_inverse(h: torch.Tensor, damping: float | None = None) -> torch.Tensor:
-    """Inverse of the symmetric positive definite ``h``, via Cholesky."""
-    return torch.cholesky_inverse(_cholesky(h, damping=damping))
+def conjugate_gradients(
+    target: torch.Tensor, keep: torch.Tensor, h: torch.Tensor, start: torch.Tensor, iterations: int
+) -> torch.Tensor:
+    """Rows ``x`` minimising ``(x - t) h (x - t)^T`` with ``x = 0`` off ``keep``, in the unit-diagonal scaling.
 
-
-def _quadratic(delta: torch.Tensor, hessian: torch.Tensor) -> float:
-    """``tr(delta H delta^T)`` with an fp32 product and an fp64 sum."""
-    return float((delta @ hessian).mul_(delta).sum(dtype=torch.float64))
+    ``target`` and ``start`` are scaled weights, ``h`` the scaled damped Hessian (unit diagonal: the Jacobi
+    preconditioner is the identity). Every row runs its own step sizes; a converged row stops moving.
+    """
+    keep = keep.to(target.dtype)
+    x = start * keep
+    residual = (target @ h).mul_(keep).sub_((x @ h).mul_(keep))
+    direction = residual.clone()
+    norm = (residual * residual).sum(dim=1, keepdim=True)
+    tiny = torch.finfo(target.dtype).tiny
+    for _ in range(iterations):
+        product = (direction @ h).mul_(keep)
+        curvature = (direction * product).sum(dim=1, keepdim=True)
+        step = torch.where(curvature > tiny, norm / curvature.clamp_min(tiny), torch.zeros_like(norm))
+        x.addcmul_(step, direction)
+        residual.addcmul_(step, product, value=-1.0)
+        new_norm = (residual * residual).sum(dim=1, keepdim=True)
+        direction = (
+            residual + torch.where(norm > tiny, new_norm / norm.clamp_min(tiny), torch.zeros_like(norm)) * direction
+        )
+        norm = new_norm
+    return x.mul_(keep)

@@ -10,6 +10,8 @@ its input, and returns the updated weight (exactly zero on the mask it returns).
 | ``none`` | the kept weights keep their values |
 | ``admm`` | least squares on the fixed mask by ADMM (Boža 2024) |
 | ``sparsegpt`` | SparseGPT's column sweep on the fixed mask |
+| ``alps`` | the mask and the weights chosen together (l0-constrained ADMM, then conjugate gradients), with the
+  decided mask's quotas; never a larger output error than ``admm`` on the decided mask |
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from __future__ import annotations
 import torch
 
 from ..core.registry import Registry
-from .reconstruction import reconstruct_admm, reconstruct_sparsegpt
+from .mask_solver import quota_selector, solve_masks_and_weights
+from .reconstruction import output_error, reconstruct_admm, reconstruct_sparsegpt
 
 
-__all__ = ["RECONSTRUCTORS", "AdmmReconstructor", "NoReconstruction", "Reconstructor", "SparseGPTReconstructor"]
+__all__ = [
+    "RECONSTRUCTORS",
+    "AdmmReconstructor",
+    "AlpsReconstructor",
+    "NoReconstruction",
+    "Reconstructor",
+    "SparseGPTReconstructor",
+]
 
 
 class Reconstructor:
@@ -69,7 +79,23 @@ class SparseGPTReconstructor(Reconstructor):
         return reconstruct_sparsegpt(dense, mask, hessian, damping=config.reconstruction_damping), mask
 
 
+class AlpsReconstructor(Reconstructor):
+    name = "alps"
+
+    def solve(self, dense, mask, hessian, config):
+        select = quota_selector(mask, config.pattern, config.comparison_group, forced=dense == 0)
+        weight, chosen = solve_masks_and_weights(
+            dense, hessian, select, damping=config.reconstruction_damping, ridge=config.reconstruction_ridge
+        )
+        # The support search is a heuristic: it keeps its result only when it beats the fit on the decided mask.
+        fixed, _ = AdmmReconstructor().solve(dense, mask, hessian, config)
+        if output_error(dense, fixed, hessian) < output_error(dense, weight, hessian):
+            return fixed, mask
+        return weight, chosen
+
+
 RECONSTRUCTORS: Registry[Reconstructor] = Registry("reconstruction", "reconstruction")
 RECONSTRUCTORS.register(NoReconstruction())
 RECONSTRUCTORS.register(AdmmReconstructor())
 RECONSTRUCTORS.register(SparseGPTReconstructor())
+RECONSTRUCTORS.register(AlpsReconstructor())

@@ -77,10 +77,11 @@ def _sampled_slack(numel: int, sparsity: float) -> int:
     return 1 + math.ceil(6 * math.sqrt(sparsity * (1 - sparsity) / samples) * numel)
 
 
-def _shortfall(layers, config: GradProbeConfig) -> list[dict]:
+def _shortfall(layers, config: GradProbeConfig, counts: dict[str, int] | None = None) -> list[dict]:
     """The layers (or, with one global threshold, the pool) left with fewer zeros than their comparison groups
     must get: exactly ``round(sparsity * size)`` per row or layer and ``M - N`` per N:M group, within the
-    documented error of a sampled threshold for pools larger than ``EXACT_LIMIT``.
+    documented error of a sampled threshold for pools larger than ``EXACT_LIMIT``; with a non-uniform allocation,
+    the ``counts`` it gave each layer.
 
     Pruning only adds zeros, so a group can only fall short when it had too few finite scores to fill its quota
     (non-finite never prunes); zeros the model already had count toward the quota, as pruning picks them first."""
@@ -96,7 +97,9 @@ def _shortfall(layers, config: GradProbeConfig) -> list[dict]:
             continue
         zero = layer.out_in(weight) == 0
         zeros, numel = int(zero.sum()), zero.numel()
-        if nm is not None:
+        if counts is not None and layer.name in counts:
+            expected, short = counts[layer.name], int(zeros < counts[layer.name])
+        elif nm is not None:
             n, m = nm
             per_group = zero.reshape(-1, m).sum(dim=1)
             expected, short = numel // m * (m - n), int((per_group < m - n).sum())
@@ -173,6 +176,8 @@ def build_report(
             "sparsity": row.sparsity,
         }
         entry.update(pruner.layer_stats.get(row.name, {}))
+        if pruner.counts is not None and row.name in pruner.counts:
+            entry["allocated_sparsity"] = pruner.counts[row.name] / row.numel
         layer = by_name.get(row.name)
         if layer is not None and layer.tied_with:
             entry["tied_with"] = list(layer.tied_with)  # the same tensor: its zeros are there too
@@ -203,7 +208,9 @@ def build_report(
             f"{config.target_sparsity}, comparison_group={config.comparison_group!r}): their units output only their "
             "bias. Lower `target_sparsity`; the count is in the report as `fully_pruned_rows`."
         )
-    shortfall = _shortfall(pruner.layers, config)
+    if pruner.block_stats:
+        report.extra["blocks"] = [{"block": index, **stats} for index, stats in sorted(pruner.block_stats.items())]
+    shortfall = _shortfall(pruner.layers, config, pruner.counts)
     if shortfall:
         report.extra["shortfall"] = shortfall
         logger.warning(_shortfall_message(shortfall, config))

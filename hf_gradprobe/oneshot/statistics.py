@@ -8,7 +8,7 @@ share one accumulator, hooked on the first of them, so each input is reduced onc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,12 +29,28 @@ class InputStatistics(HookSet):
         second_moments (`bool`):
             Accumulate ``X^T X`` (``in_features**2`` fp32 values per group, for reconstruction); otherwise only the
             per-feature sum of squares (``in_features`` values).
+        token_weights (`Sequence[torch.Tensor]`, *optional*):
+            Per group, a ``(windows, seq_len)`` weight of every calibration token (loss-aware objectives):
+            ``X^T diag(w) X`` and ``sum w x^2`` instead. Needs ``window_range``.
+        window_range (`Callable[[], tuple[int, int]]`, *optional*):
+            The windows ``[start, stop)`` of the batch being run (the pipeline's ``window_range``).
     """
 
-    def __init__(self, groups: Sequence[Sequence[PrunableLayer]], *, second_moments: bool) -> None:
+    def __init__(
+        self,
+        groups: Sequence[Sequence[PrunableLayer]],
+        *,
+        second_moments: bool,
+        token_weights: Sequence[torch.Tensor] | None = None,
+        window_range: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
         super().__init__()
         self.groups = [list(group) for group in groups]
         self.second_moments = second_moments
+        if token_weights is not None and (window_range is None or len(token_weights) != len(self.groups)):
+            raise ValueError("`token_weights` needs one weight tensor per group and a `window_range`.")
+        self.token_weights = list(token_weights) if token_weights is not None else None
+        self.window_range = window_range
         self._group_of = {layer.name: index for index, group in enumerate(self.groups) for layer in group}
         self._hessians: list[HessianAccumulator] = []
         self._sums: list[torch.Tensor | None] = [None] * len(self.groups)
@@ -50,12 +66,16 @@ class InputStatistics(HookSet):
 
     @torch.no_grad()
     def _add(self, index: int, inputs: torch.Tensor) -> None:
+        weights = None
+        if self.token_weights is not None:
+            start, stop = self.window_range()
+            weights = self.token_weights[index][start:stop].reshape(-1, 1).to(inputs.device)
         if self.second_moments:
-            self._hessians[index].add(inputs)
+            self._hessians[index].add(inputs, weights=weights)
             return
         x = inputs.detach()
         x = x.reshape(-1, x.shape[-1]).float()
-        total = (x * x).sum(dim=0)
+        total = (x * x).sum(dim=0) if weights is None else (x * x * weights).sum(dim=0)
         if self._sums[index] is None:
             self._sums[index] = total
         else:
