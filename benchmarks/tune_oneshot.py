@@ -1,16 +1,19 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """Hyper-parameter selection for one-shot pruning, on validation text only (never a test text).
 
-Runs named sets of GradProbeConfig overrides on top of a base row (default ``gradprobe-wanda``), each in a fresh
-process (``benchmarks/protocol.py``, the runner ``oneshot.py`` uses), and reports perplexity on the validation
-texts only: 16 x 1024 windows of WikiText-2 ``valid.txt`` disjoint from the calibration windows, and the first
-16 x 1024 windows of Pride and Prejudice. Test texts are refused in code (``protocol.check_disjoint``)::
+Measures the perplexity of named sets of GradProbeConfig overrides on top of a base row (default
+``gradprobe-wanda``), each in a fresh process (``benchmarks/protocol/``, the runner ``oneshot.py`` uses), on the
+validation texts only: 16 x 1024 windows of WikiText-2 ``valid.txt`` disjoint from the calibration windows, and
+the first 16 x 1024 windows of Pride and Prejudice. Test texts are refused in code (``protocol.splits``), and the
+best entry per pattern is the one with the lowest geometric mean of the validation perplexities::
 
     python benchmarks/tune_oneshot.py                         # the default grid -> results/tune_oneshot.{json,md}
     python benchmarks/tune_oneshot.py --patterns 2:4 --grid '{"admm": {"reconstruction": "admm"}}'
     python benchmarks/tune_oneshot.py --base wanda --name tune_wanda
     python benchmarks/tune_oneshot.py --grid '{"none": {"reconstruction": "none"}}' --patterns unstructured@0.5 \\
-        --eval-windows 1 --calibration-samples 4 --probe-samples 2 --name smoke --out-dir /tmp/tune_smoke
+        --eval-windows 1 --calibration-samples 4 --probe-samples 2 --threads-per-row 1 --name smoke \\
+        --out-dir /tmp/tune_smoke                             # smoke run
+    python benchmarks/tune_oneshot.py --render benchmarks/results/tune_order.json   # the table again
 
 Then run the chosen configuration on the test texts with ``oneshot.py --rows ... --extra-config JSON``.
 """
@@ -21,10 +24,13 @@ import json
 import math
 import sys
 
-import protocol
+from protocol import cli, report, rows, splits
+from protocol.specs import Pattern, RowSpec, RunOptions
 
 
-EVAL_TEXTS = tuple(protocol.VALIDATION_TEXTS)
+__all__ = ["DEFAULT_GRID", "EVAL_TEXTS", "argument_parser", "build_specs", "geometric_mean", "main", "to_markdown"]
+
+EVAL_TEXTS = tuple(splits.VALIDATION_TEXTS)
 # One factor at a time around ADMM reconstruction (and SparseGPT's), on top of the base row.
 DEFAULT_GRID = {
     "none": {"reconstruction": "none"},
@@ -44,6 +50,7 @@ DEFAULT_GRID = {
 
 
 def geometric_mean(row: dict) -> float:
+    """The geometric mean of a row's validation perplexities (what the best entry is chosen by)."""
     values = [row["perplexity"][name] for name in EVAL_TEXTS]
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -56,37 +63,39 @@ def grid(args) -> dict:
     return values
 
 
-def build_specs(args) -> list[dict]:
-    protocol.check_disjoint(eval_names=EVAL_TEXTS, tuning=True)
+def build_specs(args) -> list[RowSpec]:
+    """Every grid entry at every pattern, on top of ``--base``, scored on the validation texts."""
+    splits.check_texts(EVAL_TEXTS, tuning=True)
+    options = RunOptions.from_args(args)
     specs = []
-    for pattern_spec in args.patterns.split(","):
-        pattern, target = protocol.parse_pattern(pattern_spec)
+    for _, pattern in Pattern.parse_list(args.patterns):
         for name, overrides in grid(args).items():
-            spec = protocol.spec_for(args.base, pattern, target, EVAL_TEXTS, args, "tune", overrides)
-            if spec["kind"] != "ours":
+            spec = rows.row_spec(args.base, pattern, EVAL_TEXTS, options, purpose="tune", extra=overrides)
+            if spec.kind != "ours":
                 raise ValueError(f"--base must be a row of ours, not {args.base!r}")
-            specs.append({**spec, "name": name, "grid_overrides": overrides})
+            specs.append(rows.renamed(spec, name, grid_overrides=overrides))
     return specs
 
 
 def to_markdown(result: dict) -> str:
-    lines = protocol.header(
+    """The tuning table: every entry's validation perplexities and their geometric mean, and the best per pattern."""
+    lines = report.header(
         result,
         f"base row `{result['base']}`; perplexity on VALIDATION text only: {result['eval_windows']} x "
-        f"{protocol.EVAL_SEQ_LEN} windows of WikiText-2 valid disjoint from the calibration windows, and the first "
+        f"{splits.EVAL_SEQ_LEN} windows of WikiText-2 valid disjoint from the calibration windows, and the first "
         f"{result['eval_windows']} of Pride and Prejudice",
     )
-    rows = result["rows"]
+    table_rows = result["rows"]
     first = [
         ("config", "name"),
         ("pattern", "pattern"),
         ("target", lambda r: f"{r['target']:g}"),
         ("overrides", lambda r: f"`{json.dumps(r['spec']['grid_overrides'])}`"),
-        ("geo-mean ppl", lambda r: protocol.fmt(geometric_mean(r))),
+        ("geo-mean ppl", lambda r: report.fmt(geometric_mean(r))),
     ]
-    lines += protocol.markdown_table(rows, EVAL_TEXTS, first)
+    lines += report.markdown_table(table_rows, EVAL_TEXTS, first)
     best = {}
-    for row in rows:
+    for row in table_rows:
         key = f"{row['pattern']}@{row['target']:g}"
         if key not in best or geometric_mean(row) < geometric_mean(best[key]):
             best[key] = row
@@ -95,26 +104,27 @@ def to_markdown(result: dict) -> str:
         f"`{json.dumps(row['spec']['grid_overrides'])}`"
         for key, row in best.items()
     ]
-    lines += protocol.footer(result)
+    lines += report.footer(result)
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = protocol.argument_parser(__doc__, "tune_oneshot", protocol.VALIDATION_WINDOWS, "unstructured@0.5,2:4")
+def argument_parser():
+    """The tuning script's command line (the shared options, ``--grid`` and ``--base``)."""
+    parser = cli.benchmark_parser(__doc__, "tune_oneshot", splits.VALIDATION_WINDOWS, "unstructured@0.5,2:4")
     parser.add_argument(
         "--grid", default=None, help='JSON {"name": {GradProbeConfig overrides}, ...} (default: built in)'
     )
     parser.add_argument("--base", default="gradprobe-wanda", help="row of ours the grid's overrides apply to")
+    return parser
 
-    def describe(args):
-        return {
-            "purpose": "tune (validation texts only)",
-            "eval": list(EVAL_TEXTS),
-            "base": args.base,
-            "grid": grid(args),
-        }
 
-    return protocol.main(parser, argv, __file__, build_specs, to_markdown, describe)
+def describe(args) -> dict:
+    """The tuning script's fields of the result."""
+    return {"purpose": "tune (validation texts only)", "eval": list(EVAL_TEXTS), "base": args.base, "grid": grid(args)}
+
+
+def main(argv=None) -> int:
+    return cli.main(argument_parser(), argv, __file__, build_specs, to_markdown, describe)
 
 
 if __name__ == "__main__":
