@@ -19,7 +19,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hf_gradprobe.core.masking import RowShards, sampled_threshold, select_masks
 from hf_gradprobe.training import PruningCallback
-from hf_gradprobe.training.callback import sharded_training_message
+from hf_gradprobe.training.distributed import sharded_training_message
 from hf_gradprobe.training.state import sharded_state_name
 
 

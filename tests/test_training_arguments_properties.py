@@ -1,6 +1,6 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """Property-based: any values of the `pruning_*` fields of `PruningTrainingArguments` (and of `PruningCallback`'s
-arguments) either build valid resolved options or raise one `ValueError`, on one line, naming a field at fault.
+arguments) either build a valid `PruningPlan` or raise one `ValueError`, on one line, naming a field at fault.
 
 The oracle below says, field by field, what is allowed (independently of the package's checks); the property is
 that construction agrees with it.
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hf_gradprobe.core.masking import COMPARISON_GROUPS
-from hf_gradprobe.training import METHODS, SCHEDULES, PruningCallback, PruningTrainingArguments
+from hf_gradprobe.training import METHODS, SCHEDULES, PruningCallback, PruningPlan, PruningTrainingArguments
 
 
 BOUNDED = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -150,16 +150,15 @@ def test_pruning_training_arguments_are_valid_or_refused_naming_the_field(output
         assert names_a_fault(message, faults, lambda name: f"pruning_{name}"), (faults, message)
         return
     args = PruningTrainingArguments(output_dir=output_dir, report_to="none", **kwargs)
-    assert args.pruning_schedule in SCHEDULES and args.pruning_comparison_group in COMPARISON_GROUPS
-    assert isinstance(args.pruning_layer_adaptive, bool)
-    assert not args.pruning_layer_adaptive or args.pruning_comparison_group == "per_layer"
-    assert 0 <= args.pruning_target_sparsity < 1
+    for key, value in kwargs.items():  # validated, not rewritten: the defaults are the plan's
+        assert getattr(args, key) is value, key
+    plan = PruningPlan.from_args(args)
+    assert plan.schedule in SCHEDULES and plan.comparison_group in COMPARISON_GROUPS
+    assert isinstance(plan.layer_adaptive, bool)
+    assert not plan.layer_adaptive or plan.comparison_group == "per_layer"
+    assert 0 <= plan.target_sparsity < 1 and isinstance(plan.target_sparsity, float)
     callback = PruningCallback.from_args(args)
-    assert (callback.method, callback.schedule, callback.comparison_group) == (
-        args.pruning_method,
-        args.pruning_schedule,
-        args.pruning_comparison_group,
-    )
+    assert callback.plan == plan and callback.plan.method.name == args.pruning_method
 
 
 CALLBACK_NAMES = {name: f"pruning_{name}" for name in SHARED if name not in ("targets", "ignore", "on_nonfinite")}
@@ -178,7 +177,8 @@ def test_pruning_callback_arguments_are_valid_or_refused_naming_the_argument(val
         assert "\n" not in message
         assert names_a_fault(message, faults, lambda name: CALLBACK_NAMES.get(name, name)), (faults, message)
         return
-    callback = PruningCallback(**values)
-    assert callback.schedule in SCHEDULES and callback.comparison_group in COMPARISON_GROUPS
-    assert isinstance(callback.layer_adaptive, bool) and isinstance(callback.sync_masks, bool)
-    assert isinstance(callback.seed, int) and isinstance(callback.target_sparsity, float)
+    plan = PruningCallback(**values).plan
+    assert plan.schedule in SCHEDULES and plan.comparison_group in COMPARISON_GROUPS
+    assert isinstance(plan.layer_adaptive, bool) and isinstance(plan.sync_masks, bool)
+    assert isinstance(plan.seed, int) and isinstance(plan.target_sparsity, float)
+    assert PruningPlan(**values) == plan  # the callback's options are the plan's

@@ -1,16 +1,17 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Per-variant importance scores on a hand-made AdamW state (expected values written out element by element)."""
+"""Per-variant importance scores on a hand-made AdamW state (expected values written out element by element), and
+the registered method objects: what each reads, accumulates and defaults to."""
 
 import math
 
 import pytest
 import torch
 
+from hf_gradprobe.core.masking import magnitude_scores
+from hf_gradprobe.training import METHODS, PruningMethod, get_method
 from hf_gradprobe.training.importance import (
     EPS,
-    METHODS,
     accumulate_movement_,
-    adam_scores,
     bitter5_scores,
     bitter7_scores,
     bitter8_scores,
@@ -57,7 +58,7 @@ def state(dtype=torch.float32):
 
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_variant_matches_hand_computed_values(method):
-    scores = adam_scores(method, torch.tensor(W), state(), beta1=BETA1)
+    scores = get_method(method).scores(torch.tensor(W), state(), beta1=BETA1)
     assert scores.dtype == torch.float32 and scores.shape == (2, 2)
     expected = torch.tensor([[EXPECTED[method](W[i][j], M[i][j], V[i][j]) for j in range(2)] for i in range(2)])
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-9)
@@ -107,7 +108,66 @@ def test_movement_accumulates_minus_w_times_grad():
 
 def test_missing_state_names_the_key_and_the_fix():
     with pytest.raises(KeyError, match="exp_avg_sq.*adamw_torch"):
-        adam_scores("bitter7", torch.ones(2), {"momentum_buffer": torch.ones(2)})
-    with pytest.raises(ValueError, match="bitter0"):
-        adam_scores("magnitude", torch.ones(2), {})
+        get_method("bitter7").scores(torch.ones(2), {"momentum_buffer": torch.ones(2)})
+    with pytest.raises(ValueError, match=r"pruning_method.*bitter0.*fixed"):
+        get_method("bitter10")
     assert set(EXPECTED) | {"magnitude", "movement", "fixed"} == set(METHODS)
+
+
+# What the AdamWPrune recipe and the methods' formulas say about each method (the tables the registry replaces).
+READS = {
+    "bitter0": ("exp_avg", "exp_avg_sq"),
+    "bitter1": (),
+    "bitter2": (),
+    "bitter3": ("exp_avg",),
+    "bitter4": ("exp_avg",),
+    "bitter5": ("exp_avg", "exp_avg_sq"),
+    "bitter6": ("exp_avg", "exp_avg_sq"),
+    "bitter7": ("exp_avg_sq",),
+    "bitter8": ("exp_avg", "step"),
+    "bitter9": ("exp_avg", "exp_avg_sq"),
+    "magnitude": (),
+    "movement": (),
+    "fixed": (),
+}
+LINEAR = {"bitter0", "bitter1", "bitter2", "magnitude", "movement", "fixed"}
+BUDGET = {"bitter2": 1.21, **{f"bitter{i}": 1.30 for i in (3, 4, 5, 6, 8, 9)}}
+
+
+@pytest.mark.parametrize("name", list(READS))
+def test_every_method_declares_what_it_reads_and_its_defaults(name):
+    method = METHODS.get(name)
+    assert isinstance(method, PruningMethod) and method.name == name and get_method(method) is method
+    assert method.optimizer_state == READS[name] and method.reads_optimizer_state == bool(READS[name])
+    assert method.reads_gradients == method.accumulates == (name == "movement")
+    assert method.updates_masks == (name != "fixed")
+    assert method.bias_corrects == (name == "bitter8")
+    assert method.default_schedule == ("linear" if name in LINEAR else "cubic")
+    assert method.layer_adaptive_default == (name == "bitter4")
+    assert method.step_budget_factor == BUDGET.get(name, 1.0)
+
+
+def test_magnitude_methods_use_the_one_magnitude_score():
+    weight = torch.tensor(W, dtype=torch.bfloat16)
+    for name in ("magnitude", "bitter1", "bitter2"):
+        assert torch.equal(get_method(name).scores(weight, {}), magnitude_scores(weight))
+
+
+def test_movement_scores_are_a_copy_of_the_accumulated_ones_and_fixed_has_none():
+    movement = get_method("movement")
+    accumulated = torch.tensor([1.0, -2.0])
+    scores = movement.scores(torch.ones(2), {}, movement=accumulated)
+    assert torch.equal(scores, accumulated) and scores.data_ptr() != accumulated.data_ptr()
+    with pytest.raises(ValueError, match="accumulated movement"):
+        movement.scores(torch.ones(2), {})
+    with pytest.raises(NotImplementedError):
+        get_method("fixed").scores(torch.ones(2), {})
+
+
+def test_a_method_must_declare_consistent_inputs():
+    from hf_gradprobe.training.methods import MagnitudeMethod
+
+    with pytest.raises(ValueError, match="reads"):
+        MagnitudeMethod(name="odd", reads=("weight", "hessian"))
+    with pytest.raises(ValueError, match="state_tensor"):
+        MagnitudeMethod(name="odd", accumulates=True)

@@ -145,7 +145,7 @@ def test_a_changed_selection_rule_is_refused_once_masks_prune(saved_run, tmp_pat
 def test_a_changed_selection_rule_is_fine_before_anything_is_pruned(tmp_path):
     # Saved at step 1, before the ramp starts at step 2: the masks are empty, any rule can follow.
     first = run(tmp_path / "first", save_strategy="steps", save_steps=1, max_steps=1)
-    assert first.pruning_callback.pruned == 0
+    assert first.pruning_callback.masked.pruned == 0
     trainer = run(
         tmp_path / "resumed", resume=tmp_path / "first" / "checkpoint-1", pruning_comparison_group="per_layer"
     )
@@ -175,7 +175,7 @@ def test_a_later_end_step_and_another_schedule_are_replanned(saved_run, tmp_path
     checkpoint = copy_checkpoint(saved_run, tmp_path, 8)
     trainer = run(tmp_path / "resumed", resume=checkpoint, pruning_end_step=20, pruning_schedule="cubic")
     callback = trainer.pruning_callback
-    assert callback.sparsity == pytest.approx(0.5, abs=1e-4) and callback.end == 20
+    assert callback.sparsity == pytest.approx(0.5, abs=1e-4) and callback.ramp.end == 20
     logged = resumed_targets(trainer)
     # cubic from step 2 would say 0.5 * (6/18)**3 = 0.019 at step 8, below what the masks prune already.
     assert logged == sorted(logged) and logged[0] >= 0.25 - 1e-6

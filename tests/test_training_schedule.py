@@ -1,5 +1,5 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Sparsity schedules, update steps, layer-adaptive ramp and argument validation (pure functions)."""
+"""Sparsity schedules, update steps, layer-adaptive ramp, the ramp's warnings and argument validation."""
 
 import math
 
@@ -11,9 +11,10 @@ from hf_gradprobe.core.masking import COMPARISON_GROUPS, sampled_threshold
 from hf_gradprobe.oneshot.config import GradProbeConfig
 from hf_gradprobe.training import (
     PruningCallback,
+    PruningPlan,
     PruningTrainingArguments,
+    Ramp,
     apply_step_budget,
-    resolve_pruning_options,
 )
 from hf_gradprobe.training.schedule import (
     is_update_step,
@@ -101,18 +102,88 @@ def test_layer_adaptive_ramp_keeps_global_target():
 
 
 def test_options_defaults_per_method():
-    bitter4 = resolve_pruning_options("bitter4", 0.5, None, 0.1, 0.7, 50, None, None, None)
-    assert (bitter4["schedule"], bitter4["comparison_group"], bitter4["layer_adaptive"]) == (
+    bitter4 = PruningPlan("bitter4", 0.5)
+    assert (bitter4.schedule, bitter4.comparison_group, bitter4.layer_adaptive) == ("cubic", "per_layer", True)
+    magnitude = PruningPlan("magnitude", 0.5)
+    assert (magnitude.schedule, magnitude.comparison_group, magnitude.layer_adaptive) == ("linear", "global", False)
+    assert PruningPlan().method.name == "bitter7" and PruningPlan().schedule == "cubic"
+
+
+def test_the_arguments_are_validated_once_and_keep_the_values_given(tmp_path):
+    # The per-method defaults live in the plan; `args` keeps what the user set (None included).
+    args = PruningTrainingArguments(output_dir=str(tmp_path), report_to=[], pruning_method="bitter4")
+    assert (args.pruning_schedule, args.pruning_comparison_group, args.pruning_layer_adaptive) == (None, None, None)
+    plan = PruningPlan.from_args(args)
+    assert (plan.method.name, plan.schedule, plan.comparison_group, plan.layer_adaptive) == (
+        "bitter4",
         "cubic",
         "per_layer",
         True,
     )
-    magnitude = resolve_pruning_options("magnitude", 0.5, None, 0.1, 0.7, 50, None, None, None)
-    assert (magnitude["schedule"], magnitude["comparison_group"], magnitude["layer_adaptive"]) == (
-        "linear",
-        "global",
-        False,
-    )
+    callback = PruningCallback.from_args(args)
+    assert callback.plan == plan
+    with pytest.raises(TypeError, match="either `plan=`"):
+        PruningCallback("magnitude", plan=plan)
+    with pytest.raises(TypeError, match="frequncy"):
+        PruningCallback("magnitude", 0.5, frequncy=3)
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.frequency = 3
+
+
+def test_update_steps_of_a_ramp_are_those_of_is_update_step():
+    for start, end, frequency in [(0, 3, 1), (10, 32, 5), (8, 53, 50), (2, 14, 3), (5, 5, 2), (0, 40, 7)]:
+        ramp = Ramp(0.5, "linear", start, end, frequency)
+        for after, until in [(0, 60), (9, 31), (0, end), (end, 60), (3, 4)]:
+            expected = [t for t in range(after + 1, until + 1) if is_update_step(t, start, end, frequency)]
+            assert ramp.update_steps(after, until) == expected, (start, end, frequency, after, until)
+
+
+def test_a_ramp_shorter_than_the_frequency_is_warned_about():
+    # Issue 20, item 13: 75 steps with the defaults (start 0.1, end 0.7, frequency 50) update at steps 8 and 53
+    # only; the cubic ramp is one jump at step 53.
+    ramp = PruningPlan("bitter7", 0.5).ramp(75)
+    assert (ramp.start, ramp.end, ramp.update_steps(0, 75)) == (8, 53, [8, 53])
+    (message,) = ramp.warnings(75)
+    assert "`pruning_frequency`=50 is longer than the cubic ramp" in message and "steps [8, 53]" in message
+    assert "one jump at step 53" in message and "at most 4" in message
+
+
+def test_too_few_updates_and_an_end_after_the_run_are_warned_about():
+    # 100 steps: updates at 10, 60 and 70; before step 60 the schedule asks 27% while the masks hold none.
+    (message,) = PruningPlan("bitter7", 0.5).ramp(100).warnings(100)
+    assert "gets 3 mask updates (steps [10, 60, 70])" in message and "at step 59" in message
+    assert "the masks hold 0.00%" in message
+    late = Ramp(0.5, "linear", 2, 30, 3)
+    messages = late.warnings(20)
+    assert len(messages) == 1 and "resolves to optimizer step 30, after the last training step (20)" in messages[0]
+    # Cubic, every 10 of 28 steps: before step 30 the schedule asks 44.8% while the masks hold 18.2% (step 22).
+    (message,) = Ramp(0.5, "cubic", 2, 30, 10).warnings(40)
+    assert "too few to follow it" in message and "at step 29" in message and "18.22%" in message
+    assert Ramp(0.5, "linear", 2, 30, 10).warnings(40) == []  # linear: each update prunes a third at most
+
+
+@pytest.mark.parametrize(
+    "ramp,max_steps",
+    [
+        (PruningPlan("bitter7", 0.5).ramp(2000), 2000),  # the README's run: 25 updates
+        (Ramp(0.5, "linear", 2, 14, 3), 20),  # the tests' linear ramp: 5 updates, a quarter of the target each
+        (Ramp(0.5, "linear", 0, 1, 1), 1),  # one update on purpose: the masks follow the ramp at every step
+        (Ramp(0.5, "cubic", 7, 7, 50), 20),  # start == end: a one-shot prune at step 7
+    ],
+)
+def test_ramps_the_masks_can_follow_are_not_warned_about(ramp, max_steps):
+    assert ramp.warnings(max_steps) == []
+
+
+def test_a_resumed_ramp_is_checked_from_the_resumed_step():
+    ramp = Ramp(0.5, "linear", 2, 40, 10)
+    assert ramp.warnings(40, step=0) == []
+    # Re-planned at step 35 from 30%: the 5 steps left get one update, at the end.
+    replanned = ramp.with_steps(2, 40, (35, 0.3))
+    (message,) = replanned.warnings(40, step=35)
+    assert "steps [40]" in message
 
 
 @pytest.mark.parametrize(
@@ -141,7 +212,7 @@ def test_every_core_comparison_group_is_accepted(group, tmp_path):
         output_dir=str(tmp_path), report_to=[], pruning_method="magnitude", pruning_comparison_group=group
     )
     assert args.pruning_comparison_group == group
-    assert PruningCallback.from_args(args).comparison_group == group
+    assert PruningCallback.from_args(args).plan.comparison_group == group
 
 
 def test_parses_with_the_one_shot_config(tmp_path):

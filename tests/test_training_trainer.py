@@ -430,3 +430,48 @@ def test_warns_when_processes_are_distributed_but_the_trainer_is_not(tmp_path, m
     assert "DDP is NOT active" in caplog.text and "drift apart" in caplog.text
     monkeypatch.setattr(distributed, "is_distributed", lambda: False)
     assert distributed.ddp_inactive_message(args) is None
+
+
+def test_a_ramp_the_masks_cannot_follow_is_warned_about_at_train_begin(tmp_path, caplog):
+    # Issue 20, item 13: 75 steps with the default frequency (50): the cubic ramp from step 8 to 53 is one jump at
+    # step 53, and the logs show the target rising while the masks stay empty. The warning comes before any step.
+    steps = []
+
+    class FirstStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            steps.append(caplog.text.count("is longer than the cubic ramp"))
+
+    args = make_args(
+        tmp_path,
+        max_steps=75,
+        per_device_train_batch_size=2,
+        logging_steps=5,
+        pruning_start_step=0.1,
+        pruning_end_step=0.7,
+        pruning_frequency=50,
+    )
+    trainer = PruningTrainer(model=tiny_gpt2(), args=args, train_dataset=dataset(n=16, seq=8), callbacks=[FirstStep()])
+    import logging
+
+    handler_logger = logging.getLogger("hf_gradprobe")
+    handler_logger.addHandler(caplog.handler)
+    try:
+        trainer.train()
+    finally:
+        handler_logger.removeHandler(caplog.handler)
+    assert steps[0] >= 1  # warned at train begin
+    assert "steps [8, 53] only" in caplog.text and "one jump at step 53" in caplog.text
+    logs = {entry["step"]: entry for entry in trainer.state.log_history if "loss" in entry}
+    assert logs[50]["pruning/target_sparsity"] > 0.4 and logs[50]["pruning/sparsity"] == 0
+    assert logs[55]["pruning/sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert trainer.pruning_callback.mask_updates == 2
+
+
+def test_the_trainer_builds_the_plan_once_and_hands_it_to_its_callback(tmp_path):
+    from hf_gradprobe.training import PruningPlan
+
+    args = make_args(tmp_path, pruning_method="bitter4")
+    trainer = PruningTrainer(model=tiny_gpt2(), args=args, train_dataset=dataset())
+    plan = trainer.pruning_callback.plan
+    assert plan == PruningPlan.from_args(args) and plan.layer_adaptive and plan.comparison_group == "per_layer"
+    assert args.pruning_layer_adaptive is None and args.pruning_comparison_group is None  # nothing written back

@@ -170,26 +170,42 @@ def tiny_gradprobe_config(**overrides):
 
 
 def leave_process_group() -> None:
-    """End of a script launched by `run_on_two_gloo_ranks`: the ranks leave together and close gloo before the
-    interpreter exits (a rank exiting while gloo's threads still run aborts: "terminate called without an active
-    exception")."""
+    """End of a script launched by `run_on_two_gloo_ranks`: the ranks leave together, close gloo, and exit at once.
+
+    A rank that reaches interpreter shutdown while gloo's C++ threads still hold work or sockets aborts
+    ("terminate called without an active exception", SIGABRT); the scripts have written their results by now, so
+    the process exits without that teardown.
+    """
+    import sys
+
     import torch.distributed as dist
 
     dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_on_two_gloo_ranks(script, *arguments, timeout=240) -> None:
-    """Run ``script`` with ``torchrun --nproc_per_node=2`` (one thread each, offline); fail the test on a non-zero exit."""
-    import socket
+    """Run ``script`` with ``torchrun --nproc_per_node=2`` (one thread each, offline); fail the test on a non-zero exit.
+
+    The ranks import `hf_gradprobe` from this checkout (not from wherever the package is installed), and torchrun
+    picks a free port itself (`--standalone`), so concurrent runs cannot take each other's port.
+    """
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join([root, os.environ["PYTHONPATH"]]) if os.environ.get("PYTHONPATH") else root
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": path,
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = subprocess.run(
         [*command, str(script), *map(str, arguments)],
         check=False,

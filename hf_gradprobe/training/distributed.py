@@ -1,20 +1,43 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Masks of a multi-process run: identical on every rank under DDP, one shard per rank under FSDP2.
+"""Masks of a multi-process run: identical on every rank under DDP, one shard per rank under FSDP2; which
+sharded trainings are supported.
 
 Under FSDP2 (`fully_shard`, what `fsdp_config={"version": 2}` gives the Trainer) every parameter and its AdamW
 moments are DTensors split by rows (``Shard(0)``) over a one-dimensional device mesh: each rank keeps the masks
 (and movement scores) of its own rows only, and the thresholds are agreed on through `core.masking.RowShards`,
-whose collectives are built here.
+whose collectives are built here. FSDP1 and DeepSpeed hide the weights and moments per tensor and are refused
+([`sharded_training_message`]), from the Trainer's arguments, Accelerate's launch settings and the model itself.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
+from transformers.utils import logging
 
 from ..core.masking import RowShards
+
+
+__all__ = [
+    "broadcast_masks_",
+    "check_training_run",
+    "ddp_inactive_message",
+    "dtensor_class",
+    "fsdp_version",
+    "is_distributed",
+    "is_sharded",
+    "local_tensor",
+    "row_shards",
+    "sharded_training_message",
+    "unsupported_placement",
+    "values_of_ranks",
+    "warn_if_fsdp_did_not_shard",
+]
+
+logger = logging.get_logger(__name__)
 
 
 def dtensor_class():
@@ -152,3 +175,91 @@ def broadcast_masks_(masks: Sequence[torch.Tensor], src: int = 0) -> int:
         dist.broadcast(mask.view(torch.uint8), src=src)
         disagreements += int((local != mask).sum())
     return disagreements
+
+
+def _accelerate_flag(name: str) -> bool:
+    # The variables `accelerate launch` (and an `Accelerator` given a plugin) set, as Accelerate reads them.
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def fsdp_version(args) -> int | None:
+    """The FSDP version the run asks for, None without FSDP.
+
+    From `TrainingArguments` (`fsdp`, `fsdp_plugin_args`, `fsdp_config`: the Trainer builds its FSDP plugin from
+    them), else from Accelerate's launch settings (`ACCELERATE_USE_FSDP`, `FSDP_VERSION`), which an Accelerator
+    reads when the arguments ask for nothing.
+    """
+    if getattr(args, "fsdp", None):
+        plugin_args = getattr(args, "fsdp_plugin_args", None) or {}
+        config = getattr(args, "fsdp_config", None) or {}
+        # transformers 5 builds FSDP2 unless `fsdp_config` asks for version 1.
+        return int(plugin_args.get("fsdp_version", config.get("version", config.get("fsdp_version", 2))))
+    if _accelerate_flag("ACCELERATE_USE_FSDP"):
+        return int(os.environ.get("FSDP_VERSION", "1") or 1)
+    return None
+
+
+def sharded_training_message(args, model) -> str | None:
+    """Why this run cannot prune while training (FSDP1, DeepSpeed, tensor parallelism), or None.
+
+    Single-process, DDP and FSDP2 (`fully_shard`: DTensor parameters split by rows) runs are supported.
+
+    Args:
+        args ([`~transformers.TrainingArguments`]):
+            The Trainer's arguments.
+        model (`torch.nn.Module`, *optional*):
+            The model the callback receives at train begin (FSDP1 wraps its modules, FSDP2 makes DTensors).
+    """
+    why = None
+    version = fsdp_version(args)
+    fsdp1_modules = False
+    if model is not None:
+        try:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            fsdp1_modules = any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
+        except ImportError:  # pragma: no cover - torch without distributed
+            pass
+    if getattr(args, "deepspeed", None) or _accelerate_flag("ACCELERATE_USE_DEEPSPEED"):
+        why = (
+            "DeepSpeed (`deepspeed` is set: its ZeRO partitions hide the weights and moments per tensor); shard "
+            'with FSDP2 instead: `fsdp=True, fsdp_config={"version": 2}`'
+        )
+    elif fsdp1_modules or version == 1:
+        why = (
+            "FSDP1 (`fsdp` with FSDP version 1: flat parameters hide the weights and moments per tensor); use "
+            'FSDP2 instead: `fsdp_config={"version": 2}` (the default of transformers 5) or `fsdp_version: 2` in '
+            "the Accelerate config"
+        )
+    elif model is not None and dtensor_class() is not None:
+        for name, param in model.named_parameters():
+            if is_sharded(param) and unsupported_placement(param):
+                why = f"DTensor parameters such as {name} with {unsupported_placement(param)}"
+                break
+    if why is None:
+        return None
+    return (
+        f"PruningCallback does not support {why}. Pruning while training supports single-process, DDP and FSDP2 "
+        "training."
+    )
+
+
+def check_training_run(args, model) -> None:
+    """Refuse a run pruning while training cannot handle; warn about processes that do not train as one run."""
+    if model is None:
+        raise RuntimeError("PruningCallback needs the model: add it to a transformers Trainer.")
+    unsupported = sharded_training_message(args, model)
+    if unsupported:
+        raise ValueError(unsupported)
+    drift = ddp_inactive_message(args)
+    if drift:
+        logger.warning_once(drift)
+
+
+def warn_if_fsdp_did_not_shard(args) -> None:
+    """Warn when FSDP2 is configured for a distributed run whose prunable weights are not DTensors."""
+    if fsdp_version(args) == 2 and is_distributed():
+        logger.warning_once(
+            "FSDP is configured but the prunable weights are not DTensors: the model is not sharded (Accelerate "
+            "enables FSDP on accelerators only and trains on CPU with DDP); pruning as for DDP."
+        )

@@ -13,6 +13,9 @@ from transformers.utils import logging
 from ..core.layers import find_prunable_layers
 
 
+__all__ = ["merge_lora_and_keep_zeros"]
+
+
 logger = logging.get_logger(__name__)
 
 
@@ -26,14 +29,23 @@ def merge_lora_and_keep_zeros(peft_model, targets=None, ignore=None):
     Frobenius norm) that the masks removed: a large fraction means the adapter mostly tried to regrow pruned
     weights.
 
-    Returns the merged model (the base `PreTrainedModel`, without PEFT wrappers).
+    Args:
+        peft_model (`peft.PeftModel`):
+            A PEFT model with LoRA adapters whose base layers hold the zeros to keep.
+        targets (`str` or `list[str]`, *optional*):
+            Regular expressions of the module names whose zeros are kept (default: every prunable base layer).
+        ignore (`str` or `list[str]`, *optional*):
+            Regular expressions of the module names left as the merge makes them.
+
+    Returns:
+        The merged model (the base `PreTrainedModel`, without PEFT wrappers).
 
     Example:
 
     ```python
     >>> model = prune_pretrained("smollm2-135m", target_sparsity=0.5, calibration=texts)
     >>> peft_model = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear"))
-    >>> SFTTrainer(model=peft_model, ..., callbacks=[PruningCallback("fixed")]).train()
+    >>> SFTTrainer(model=peft_model, ..., callbacks=[PruningCallback('fixed')]).train()
     >>> merged = merge_lora_and_keep_zeros(peft_model)
     ```
     """

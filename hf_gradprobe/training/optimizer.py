@@ -14,10 +14,21 @@ import torch
 
 from ..core.layers import PrunableLayer
 from .distributed import local_tensor
-from .importance import REQUIRED_STATE, needs_optimizer_state
+from .importance import DEFAULT_BETA1
+from .methods import PruningMethod
 
 
-DEFAULT_BETA1 = 0.9
+__all__ = [
+    "beta1_of",
+    "check_optimizer",
+    "keeps_zeros",
+    "local_param_state",
+    "loss_scale",
+    "param_state",
+    "step_was_skipped",
+    "unwrap_optimizer",
+    "zero_pruned_state_",
+]
 
 
 def unwrap_optimizer(optimizer):
@@ -28,24 +39,25 @@ def unwrap_optimizer(optimizer):
     return optimizer
 
 
-def check_optimizer(method: str, optimizer, layers: Sequence[PrunableLayer]) -> None:
+def check_optimizer(method: PruningMethod, optimizer, layers: Sequence[PrunableLayer]) -> None:
     """Raise before training if ``method`` reads AdamW's moments and ``optimizer`` cannot give them for ``layers``."""
-    if not needs_optimizer_state(method):
+    if not method.reads_optimizer_state:
         return
+    name = method.name
     frozen = [layer.param_name for layer in layers if not layer.weight.requires_grad]
     if frozen:
         raise ValueError(
-            f"`pruning_method`={method!r} scores weights from their AdamW moments, but {len(frozen)} prunable "
+            f"`pruning_method`={name!r} scores weights from their AdamW moments, but {len(frozen)} prunable "
             f"weights are frozen ({frozen[0]}{', ...' if len(frozen) > 1 else ''}; e.g. the base layers of a "
             "LoRA/PEFT model) and have no optimizer state. Use `pruning_method='fixed'` (keep the zeros of a "
             "one-shot pruned model) or `'magnitude'`."
         )
-    name = type(optimizer).__name__ if optimizer is not None else "None"
+    kind = type(optimizer).__name__ if optimizer is not None else "None"
     groups = getattr(optimizer, "param_groups", None) or []
     if optimizer is None or not all("betas" in group for group in groups):
         raise ValueError(
-            f"`pruning_method`={method!r} scores weights from AdamW's moments "
-            f"({', '.join(REQUIRED_STATE[method])}), but the optimizer is {name}, which keeps none. Train "
+            f"`pruning_method`={name!r} scores weights from AdamW's moments "
+            f"({', '.join(method.optimizer_state)}), but the optimizer is {kind}, which keeps none. Train "
             "with an Adam-family optimizer (`optim='adamw_torch'`, the default), or use "
             "`pruning_method='magnitude'` or `'movement'` with this optimizer."
         )
@@ -53,7 +65,7 @@ def check_optimizer(method: str, optimizer, layers: Sequence[PrunableLayer]) -> 
     missing = [layer.param_name for layer in layers if id(layer.weight) not in in_optimizer]
     if missing:
         raise ValueError(
-            f"`pruning_method`={method!r} needs the optimizer state of every pruned weight, but {name} "
+            f"`pruning_method`={name!r} needs the optimizer state of every pruned weight, but {kind} "
             f"does not train {missing[:3]}{'...' if len(missing) > 3 else ''}. Exclude them with `pruning_ignore` "
             "or unfreeze them."
         )

@@ -1,12 +1,31 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Pure sparsity-schedule functions, counted in optimizer steps, and the one check of a step option."""
+"""The sparsity ramp, counted in optimizer steps: pure schedule functions, the one check of a step option, and
+`Ramp`, a run's resolved schedule, which also says when its masks cannot follow it."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 from ..core.validation import check_float, describe_value
 
+
+__all__ = [
+    "SCHEDULES",
+    "STEP_MAX",
+    "Ramp",
+    "check_step_order",
+    "is_update_step",
+    "last_update_step",
+    "layer_adaptive_scales",
+    "layer_sparsities",
+    "planned_sparsity",
+    "resolve_step",
+    "resolve_steps",
+    "schedule_progress",
+    "scheduled_sparsity",
+    "validate_step",
+]
 
 SCHEDULES = ("linear", "cubic", "zhu_gupta")
 
@@ -80,7 +99,7 @@ def schedule_progress(step: int, start: int, end: int) -> float:
 
 
 def scheduled_sparsity(step: int, target: float, start: int, end: int, schedule: str = "linear") -> float:
-    """Sparsity the masks should have after optimizer step ``step``.
+    """Sparsity the masks should have after optimizer step ``step`` of a ramp from ``start`` to ``end``.
 
     * ``linear``: ``target * p``.
     * ``cubic``: ``target * p**3``, a gentle early ramp (slow start, most pruning near ``end``).
@@ -171,3 +190,100 @@ def layer_sparsities(target: float, scales: list[float], numels: list[int], cap:
         for i in free:
             out[i] = min(cap, out[i] + missing * scales[i] / weight)
     return out
+
+
+# A ramp whose masks lag its schedule by more than this share of the sparsity left to prune is warned about.
+LAG_WARNING = 0.5
+# Mask updates a ramp needs to be followed closely (the suggested `pruning_frequency` gives that many).
+FOLLOWING_UPDATES = 10
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A run's sparsity ramp with its steps resolved: when masks are recomputed and how sparse they become.
+
+    Args:
+        target_sparsity (`float`):
+            The sparsity reached at `end`.
+        schedule (`str`):
+            The ramp's shape: `linear`, `cubic` or `zhu_gupta` (see [`scheduled_sparsity`]).
+        start (`int`):
+            The optimizer step the ramp starts at.
+        end (`int`):
+            The optimizer step it reaches `target_sparsity` at; no mask update happens after it.
+        frequency (`int`):
+            Masks are recomputed every that many optimizer steps from `start`, and at `end`.
+        replan (`tuple[int, float]`, *optional*):
+            ``(step, sparsity)`` a resumed run's ramp goes on from when its options changed (see
+            [`planned_sparsity`]).
+    """
+
+    target_sparsity: float
+    schedule: str
+    start: int
+    end: int
+    frequency: int
+    replan: tuple[int, float] | None = None
+
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity the masks should have after optimizer step ``step``."""
+        return planned_sparsity(step, self.target_sparsity, self.start, self.end, self.schedule, self.replan)
+
+    def is_update_step(self, step: int) -> bool:
+        return is_update_step(step, self.start, self.end, self.frequency)
+
+    def update_steps(self, after: int, until: int) -> list[int]:
+        """The optimizer steps in ``(after, until]`` at which masks are recomputed."""
+        low, high = max(after + 1, self.start, 1), min(until, self.end)
+        if low > high:
+            return []
+        first = self.start + math.ceil((low - self.start) / self.frequency) * self.frequency
+        steps = list(range(first, high + 1, self.frequency))
+        if high == self.end and (not steps or steps[-1] != self.end):
+            steps.append(self.end)
+        return steps
+
+    def with_steps(self, start: int, end: int, replan: tuple[int, float] | None) -> Ramp:
+        return replace(self, start=start, end=end, replan=replan)
+
+    def warnings(self, max_steps: int, step: int = 0) -> list[str]:
+        """Why the masks of a run of ``max_steps`` optimizer steps, from optimizer step ``step`` on, cannot follow
+        this ramp: it ends after the run, it is shorter than `frequency` (one jump), or its updates are too few."""
+        found = []
+        if self.end > max_steps:
+            found.append(
+                f"`pruning_end_step` resolves to optimizer step {self.end}, after the last training step "
+                f"({max_steps}): training ends before the target sparsity {self.target_sparsity} is reached."
+            )
+        begin = max(self.start, step, self.replan[0] if self.replan is not None else 0)
+        left = self.target_sparsity - self.sparsity_at(step)
+        if self.end <= begin or left <= 0 or self.end - begin >= 6 * self.frequency:
+            # A ramp of at least six intervals never lags by half of it (cubic's last sixth is 42% of the target).
+            return found
+        last = min(self.end, max_steps)
+        updates = self.update_steps(step, last)
+        advice = (
+            f"Set `pruning_frequency` to at most {max(1, (self.end - begin) // FOLLOWING_UPDATES)} "
+            f"({FOLLOWING_UPDATES} mask updates), or lengthen the ramp."
+        )
+        ramp = f"the {self.schedule} ramp to {self.target_sparsity:.2%} from optimizer step {self.start} to {self.end}"
+        if self.end - self.start < self.frequency:
+            found.append(
+                f"`pruning_frequency`={self.frequency} is longer than {ramp}: masks are recomputed at steps {updates} "
+                f"only, so the ramp is one jump at step {self.end} (`pruning/target_sparsity` rises while "
+                f"`pruning/sparsity` stays behind). {advice}"
+            )
+            return found
+        held = [step, *updates]
+        ends = [after - 1 for after in held[1:]] + ([max_steps] if last < self.end else [held[-1]])
+        lag, at, holds = max(
+            (self.sparsity_at(upto) - self.sparsity_at(since), upto, since)
+            for since, upto in zip(held, ends, strict=True)
+        )
+        if lag > LAG_WARNING * left:
+            found.append(
+                f"With `pruning_frequency`={self.frequency}, {ramp} gets {len(updates)} mask updates (steps "
+                f"{updates}), too few to follow it: at step {at} the schedule asks {self.sparsity_at(at):.2%} while "
+                f"the masks hold {self.sparsity_at(holds):.2%}. {advice}"
+            )
+        return found

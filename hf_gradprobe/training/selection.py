@@ -18,6 +18,17 @@ from ..core.masking import EXACT_LIMIT, RowShards, select_masks
 from .schedule import layer_adaptive_scales, layer_sparsities
 
 
+__all__ = [
+    "PRUNED_SCORE",
+    "block_positions",
+    "count_pruned",
+    "largest_pruned_score",
+    "select_training_masks",
+    "selection_threshold",
+    "sharded_per_row_message",
+]
+
+
 # The score of a weight pruned before: lower than any real score, so it fills its group's quota first (masks
 # only grow), yet finite, since select_masks never prunes a non-finite score.
 PRUNED_SCORE = -torch.finfo(torch.float32).max
@@ -44,10 +55,28 @@ def select_training_masks(
 ) -> list[torch.Tensor]:
     """Masks (True = pruned, weight-shaped) of the lowest ``scores`` of ``layers`` at the sparsity ``target``.
 
-    ``layer_adaptive`` gives each layer its own target (the 0.7x -> 1.3x ramp over the blocks, renormalised to
-    ``target`` overall). ``per_row`` compares the scores of each output unit, whatever the weight's storage
-    orientation (GPT-2's Conv1D stores (in, out)). With ``shards`` (FSDP2), ``scores`` are this rank's rows of
-    the weights and so are the masks returned; they are the masks the whole weights would get.
+    ``per_row`` compares the scores of each output unit, whatever the weight's storage orientation (GPT-2's Conv1D
+    stores (in, out)).
+
+    Args:
+        scores (`Sequence[torch.Tensor]`):
+            One score tensor per layer, weight-shaped (under FSDP2, this rank's rows).
+        layers (`Sequence[PrunableLayer]`):
+            The layers the scores belong to.
+        target (`float`):
+            The sparsity to reach.
+        comparison_group (`str`):
+            `per_row`, `per_layer` or `global`.
+        layer_adaptive (`bool`, *optional*, defaults to `False`):
+            Give each layer its own target: the 0.7x -> 1.3x ramp over the blocks, renormalised to ``target``.
+        exact_limit (`int`, *optional*, defaults to `2**24`):
+            Pools of up to that many scores are decided exactly.
+        sample_fraction (`float`, *optional*):
+            Fraction of the scores sampled to estimate the threshold of larger pools.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the sample.
+        shards (`RowShards`, *optional*):
+            FSDP2's row split: the masks returned are this rank's rows of those the whole weights would get.
     """
     per_row = comparison_group == "per_row"
     if shards is not None and per_row and any(layer.transposed for layer in layers):

@@ -9,7 +9,7 @@ threshold), ``masked`` (the entries its masks prune) and ``preexisting_zeros`` (
 schedule pruned). Fields added later are optional, so older files still load; every field present is checked.
 Under FSDP2 every rank writes the rows it holds to its own file, `pruning_state-rank00000-of-00002.safetensors`
 and so on (:func:`sharded_state_name`), beside the Trainer's sharded model and optimizer; such a checkpoint
-resumes on the same number of ranks. Where the state of a resumed run is looked for is decided here too.
+resumes on the same number of ranks. Which checkpoint a run resumes is `hf_gradprobe.training.integration`'s.
 """
 
 from __future__ import annotations
@@ -20,13 +20,28 @@ import os
 from collections.abc import Sequence
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..core.masking import COMPARISON_GROUPS
 from ..core.validation import check_bool, check_choice, check_float, check_int, describe_value
-from .importance import METHODS
+from .methods import METHODS, get_method
 from .schedule import SCHEDULES, STEP_MAX
 
+
+__all__ = [
+    "COUNTER_KEYS",
+    "DAMAGED_HINT",
+    "METADATA_KEY",
+    "PRUNING_STATE_NAME",
+    "SCHEDULE_KEYS",
+    "STATE_VERSION",
+    "checkpoint_folder",
+    "load_pruning_state",
+    "read_pruning_metadata",
+    "read_pruning_tensors",
+    "save_pruning_state",
+    "sharded_state_name",
+]
 
 PRUNING_STATE_NAME = "pruning_state.safetensors"
 # Version of the layout above; files of a newer version are refused, not misread.
@@ -46,13 +61,30 @@ def save_pruning_state(
     movement: Sequence[torch.Tensor] | None,
     metadata: dict,
 ) -> None:
-    """Write masks (bool), movement scores and ``metadata`` (schedule counters) to a safetensors file."""
+    """Write masks (bool), accumulated scores and ``metadata`` (schedule counters) to a safetensors file.
+
+    Args:
+        path (`str`):
+            The file to write.
+        layer_names (`Sequence[str]`):
+            The pruned layers, in order.
+        masks (`Sequence[torch.Tensor]`):
+            One bool mask per layer (True = pruned), saved as ``mask.<layer>``.
+        movement (`Sequence[torch.Tensor]`, *optional*):
+            The accumulated scores of a method that keeps them, saved as ``<state_tensor>.<layer>`` (the
+            method's `state_tensor`, ``movement``).
+        metadata (`dict`):
+            JSON metadata; ``method`` and ``layers`` at least.
+    """
     from safetensors.torch import save_file
 
     tensors = {f"mask.{name}": mask.contiguous().cpu() for name, mask in zip(layer_names, masks, strict=True)}
     if movement is not None:
+        kind = get_method(metadata["method"]).state_tensor
+        if kind is None:
+            raise ValueError(f"`pruning_method`={metadata['method']!r} accumulates no scores; pass `movement=None`.")
         tensors.update(
-            {f"movement.{name}": score.contiguous().cpu() for name, score in zip(layer_names, movement, strict=True)}
+            {f"{kind}.{name}": score.contiguous().cpu() for name, score in zip(layer_names, movement, strict=True)}
         )
     save_file(tensors, path, metadata={METADATA_KEY: json.dumps({"version": STATE_VERSION, **metadata})})
 
@@ -218,7 +250,8 @@ def read_pruning_tensors(
     from safetensors import safe_open
 
     names = list(layer_names)
-    kinds = ["mask"] + (["movement"] if method == "movement" else [])
+    accumulated = get_method(method)
+    kinds = ["mask"] + ([accumulated.state_tensor] if accumulated.accumulates else [])
     expected = [f"{kind}.{name}" for kind in kinds for name in names]
     tensors: dict[str, torch.Tensor] = {}
     try:
@@ -241,9 +274,9 @@ def read_pruning_tensors(
             key, tensor = f"{kind}.{name}", tensors[f"{kind}.{name}"]
             if kind == "mask" and tensor.dtype != torch.bool:
                 raise ValueError(f"{path}: `{key}` is {tensor.dtype}, but masks are torch.bool. {DAMAGED_HINT}")
-            if kind == "movement" and not tensor.is_floating_point():
+            if kind != "mask" and not tensor.is_floating_point():
                 raise ValueError(
-                    f"{path}: `{key}` is {tensor.dtype}, but movement scores are floating point. {DAMAGED_HINT}"
+                    f"{path}: `{key}` is {tensor.dtype}, but {kind} scores are floating point. {DAMAGED_HINT}"
                 )
             if shapes is not None and tuple(tensor.shape) != tuple(shapes[index]):
                 raise ValueError(
@@ -252,8 +285,8 @@ def read_pruning_tensors(
                 )
     masks = [tensors[f"mask.{name}"].to(device) for name, device in zip(names, devices, strict=True)]
     movement = None
-    if method == "movement":
-        movement = [tensors[f"movement.{name}"].to(device) for name, device in zip(names, devices, strict=True)]
+    if accumulated.accumulates:
+        movement = [tensors[f"{kinds[1]}.{name}"].to(device) for name, device in zip(names, devices, strict=True)]
     return masks, movement
 
 
@@ -271,6 +304,20 @@ def load_pruning_state(
     :func:`read_pruning_metadata` then :func:`read_pruning_tensors`: any damage, a newer version of the layout,
     or a state saved for another method, other layers or (with ``shapes``) other weight shapes is refused with
     one ``ValueError`` naming the file and what is wrong.
+
+    Args:
+        path (`str`):
+            The file.
+        layer_names (`Sequence[str]`):
+            The layers the run prunes, in order; the file must hold exactly these.
+        method (`str`):
+            The run's `pruning_method`; the file must have been saved by it.
+        devices (`Sequence[torch.device]`):
+            Where each layer's tensors go.
+        shapes (`Sequence[Sequence[int]]`, *optional*):
+            Each layer's weight shape (this rank's rows under FSDP2), checked when given.
+        required (`Sequence[str]`, *optional*):
+            Metadata fields that must be present.
     """
     metadata = read_pruning_metadata(path, layer_names, method, required=required)
     masks, movement = read_pruning_tensors(path, layer_names, method, devices, shapes)
@@ -289,27 +336,3 @@ def _one_line(error: BaseException) -> str:
 def checkpoint_folder(output_dir: str, step: int) -> str:
     """The folder `Trainer` saves the checkpoint of ``step`` to."""
     return os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
-
-
-def resume_argument(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
-    """The folder `Trainer.train(resume_from_checkpoint=...)` resumes: ``True`` means the last one in ``output_dir``."""
-    if isinstance(resume_from_checkpoint, bool):
-        return get_last_checkpoint(output_dir) if resume_from_checkpoint else None
-    return resume_from_checkpoint
-
-
-def state_file_to_resume(
-    global_step: int, output_dir: str, *candidates: str | None, name: str = PRUNING_STATE_NAME
-) -> str | None:
-    """The pruning state file (``name``) a run starting at ``global_step`` restores, or None.
-
-    None for a fresh run. Otherwise the checkpoint is the first of ``candidates`` that is a folder, or else the
-    checkpoint of ``global_step`` in ``output_dir``; None again when that checkpoint holds no pruning state.
-    """
-    if global_step == 0:
-        return None
-    folder = next(
-        (c for c in candidates if isinstance(c, str) and os.path.isdir(c)), checkpoint_folder(output_dir, global_step)
-    )
-    path = os.path.join(folder, name)
-    return path if os.path.isfile(path) else None

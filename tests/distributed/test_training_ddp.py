@@ -16,6 +16,9 @@ def test_masks_identical_on_two_gloo_ranks(tmp_path):
     run_on_two_gloo_ranks(SCRIPT, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["world_size"] == 2
+    # The ranks ran this checkout's package, whatever else is installed.
+    root = Path(__file__).resolve().parents[2]
+    assert all(Path(rank["package"]).resolve().is_relative_to(root) for rank in ranks), ranks[0]["package"]
     assert ranks[0]["mask_updates"] == ranks[1]["mask_updates"] == 5  # steps 2, 4, 6, 8, 10
     assert ranks[0]["threshold"] == ranks[1]["threshold"]
     # Each rank computed its masks on its own and agreed with rank 0 before the broadcast.

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+import hf_gradprobe
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testing_utils import TINY_VOCAB_SIZE, leave_process_group, make_tiny_gpt2
@@ -52,6 +54,7 @@ def main(output_dir: str) -> None:
             "mask_updates": callback.mask_updates,
             "sparsity": callback.sparsity,
             "threshold": callback.threshold,
+            "package": hf_gradprobe.__file__,
         },
         f"{output_dir}/rank{rank}.pt",
     )

@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testing_utils import BOS_ID, EOS_ID, PAD_ID, TINY_VOCAB_SIZE, leave_process_group
 
 from hf_gradprobe.core.layers import find_prunable_layers
-from hf_gradprobe.training import PruningCallback, PruningTrainer, PruningTrainingArguments
+from hf_gradprobe.training import PruningCallback, PruningTrainer, PruningTrainingArguments, get_method
 from hf_gradprobe.training.distributed import local_tensor
-from hf_gradprobe.training.importance import method_scores
 from hf_gradprobe.training.optimizer import param_state, unwrap_optimizer
 from hf_gradprobe.training.selection import select_training_masks, selection_threshold
 
@@ -116,11 +115,10 @@ def select_mode(output_dir: str) -> None:
                 local_tensor(value).copy_(state[key])
         callback = PruningCallback("bitter7", 0.5, start_step=1, end_step=1, frequency=1, seed=3, **config)
         callback.on_train_begin(args, TrainerState(max_steps=4), TrainerControl(), model=model, optimizer=optimizer)
-        assert callback.shards is not None
+        assert callback.masked.shards is not None
         # The single-process reference: the same selection on the whole weights and moments.
         whole = [
-            method_scores(
-                "bitter7",
+            get_method("bitter7").scores(
                 full(layer.weight.data),
                 {k: full(v) for k, v in param_state(optimizer, layer.weight).items()},
             )
@@ -131,18 +129,18 @@ def select_mode(output_dir: str) -> None:
             layers,
             0.5,
             config["comparison_group"],
-            layer_adaptive=callback.layer_adaptive,
-            exact_limit=callback.exact_limit,
-            sample_fraction=callback.sample_fraction,
-            seed=callback.seed * 1_000_003 + 1,
+            layer_adaptive=callback.plan.layer_adaptive,
+            exact_limit=callback.plan.exact_limit,
+            sample_fraction=callback.plan.sample_fraction,
+            seed=callback.plan.seed * 1_000_003 + 1,
         )
         callback.update_masks(1, optimizer)
-        own = [callback.shards.own_rows(i, mask) for i, mask in enumerate(reference)]
+        own = [callback.masked.shards.own_rows(i, mask) for i, mask in enumerate(reference)]
         results.append(
             {
                 "config": config,
                 "same_masks": all(torch.equal(a, b) for a, b in zip(callback.masks, own, strict=True)),
-                "pruned": callback.pruned,
+                "pruned": callback.masked.pruned,
                 "reference_pruned": int(sum(int(mask.sum()) for mask in reference)),
                 "threshold": callback.threshold,
                 "reference_threshold": selection_threshold(whole, reference),
@@ -156,7 +154,7 @@ def select_mode(output_dir: str) -> None:
                     for key, value in param_state(optimizer, layer.weight).items()
                     if key != "step"
                 ),
-                "rows": [list(callback.shards.row_range(i)) for i in range(len(layers))],
+                "rows": [list(callback.masked.shards.row_range(i)) for i in range(len(layers))],
             }
         )
         callback.on_train_end(args, None, None)
@@ -231,12 +229,12 @@ def trainer_mode(output_dir: str, method: str, comparison_group: str) -> None:
             ),
             # Measured on the gathered weights, as a single process would see the model.
             "zeros": sum(int((full(layer.weight.data) == 0).sum()) for layer in layers),
-            "total": callback.total,
-            "pruned": callback.pruned,
+            "total": callback.masked.total,
+            "pruned": callback.masked.pruned,
             "sparsity": callback.sparsity,
             "threshold": callback.threshold,
             "mask_updates": callback.mask_updates,
-            "rows": [list(callback.shards.row_range(i)) for i in range(len(layers))],
+            "rows": [list(callback.masked.shards.row_range(i)) for i in range(len(layers))],
             "in_features": [layer.weight.shape[1] for layer in layers],
             "names": [layer.name for layer in layers],
             "masks_at_first_step": restored.masks,
