@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from hf_gradprobe import GradProbeConfig
 from hf_gradprobe.core.masking import COMPARISON_GROUPS
+from hf_gradprobe.oneshot.allocation import ALLOCATIONS
 from hf_gradprobe.oneshot.config import (
     FLOAT_BOUNDS,
     GRADIENT_DTYPES,
@@ -21,6 +22,7 @@ from hf_gradprobe.oneshot.config import (
 )
 from hf_gradprobe.oneshot.probing import GRADIENT_STATISTICS
 from hf_gradprobe.oneshot.reconstructors import RECONSTRUCTORS
+from hf_gradprobe.oneshot.refinement import REFINE_TARGETS
 from hf_gradprobe.oneshot.strategies import STRATEGIES
 
 
@@ -33,6 +35,8 @@ CHOICES = {
     "reconstruction": RECONSTRUCTORS.names(),
     "reconstruction_order": RECONSTRUCTION_ORDERS,
     "gradient_dtype": GRADIENT_DTYPES,
+    "refine_target": REFINE_TARGETS,
+    "allocation": ALLOCATIONS,
 }
 FIELDS = [f.name for f in dataclasses.fields(GradProbeConfig)]
 
