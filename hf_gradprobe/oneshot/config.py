@@ -274,7 +274,8 @@ class GradProbeConfig:
         default="uniform",
         metadata={
             "help": "How the target sparsity is spread over blocks: 'uniform', or 'owl' (blocks with more outlier "
-            "scores are pruned less, Yin et al. 2024); the total stays exactly on target.",
+            "scores are pruned less, Yin et al. 2024); the total stays exactly on target. N:M patterns and the global "
+            "comparison group set it to 'uniform' (they fix the counts themselves).",
             "choices": list(ALLOCATIONS),
         },
     )
@@ -349,16 +350,10 @@ class GradProbeConfig:
                 f"`loss_weighting`={self.loss_weighting} weights the layer objectives of a reconstruction, but "
                 "reconstruction='none': choose a reconstruction (e.g. 'admm') or set loss_weighting=0."
             )
-        if self.allocation != "uniform" and (nm is not None or self.comparison_group == "global"):
-            raise ValueError(
-                f"`allocation`={self.allocation!r} gives each block its own sparsity, which "
-                + (
-                    f"pattern={self.pattern!r} fixes in every group"
-                    if nm is not None
-                    else "one global threshold skips"
-                )
-                + ": use allocation='uniform', or an unstructured pattern with comparison_group 'per_row'/'per_layer'."
-            )
+        if nm is not None or self.comparison_group == "global":
+            # N:M fixes every group's count and one global threshold spreads the zeros by itself: there is nothing to
+            # allocate, and what is recorded is what happens.
+            self.allocation = "uniform"
 
     @property
     def storage_dtype(self) -> torch.dtype:
