@@ -96,6 +96,7 @@ INT_BOUNDS = {
     "reconstruction_iterations": (1, COUNT_MAX),
     "refine_steps": (0, COUNT_MAX),
     "refine_batch_size": (1, COUNT_MAX),
+    "allocation_samples": (1, COUNT_MAX),
 }
 
 
@@ -281,6 +282,13 @@ class GradProbeConfig:
     )
     allocation_strength: float = field(
         default=0.08, metadata={"help": "With allocation='owl': the largest change of a block's sparsity."}
+    )
+    allocation_samples: int = field(
+        default=16,
+        metadata={
+            "help": "With allocation='owl': the calibration windows (the first ones) whose activations give the outlier "
+            "ratios; more cost a forward pass each and change the allocation little."
+        },
     )
     outlier_threshold: float = field(
         default=5.0,

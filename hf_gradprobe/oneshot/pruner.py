@@ -352,7 +352,7 @@ class OneShotPruner:
         cfg = self.config
         statistics = InputStatistics([[layer] for layer in self.layers], second_moments=False)
         with statistics:
-            self._statistics_pass(self.windows)
+            self._statistics_pass(self.windows[: cfg.allocation_samples])
         ratios = []
         for _, layers in grouped:
             outliers = sum(
