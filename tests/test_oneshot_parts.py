@@ -10,6 +10,7 @@ from hf_gradprobe import GradProbeConfig, prune_pretrained
 from hf_gradprobe.core.hooks import HookSet, replaced_forward
 from hf_gradprobe.core.layers import find_prunable_layers
 from hf_gradprobe.core.registry import Registry
+from hf_gradprobe.oneshot.config import QUALITY_PRESET
 from hf_gradprobe.oneshot.reconstructors import RECONSTRUCTORS, Reconstructor
 from hf_gradprobe.oneshot.statistics import InputStatistics
 from hf_gradprobe.oneshot.strategies import STRATEGIES, MagnitudeStrategy
@@ -134,3 +135,11 @@ def test_a_registered_reconstructor_plugs_in_without_touching_the_pruner(monkeyp
     for layer in find_prunable_layers(model):
         kept = layer.weight != 0
         torch.testing.assert_close(layer.weight[kept], dense[layer.name][kept] * 0.5)
+
+
+def test_quality_preset_is_a_config_with_overrides():
+    config = GradProbeConfig.quality(target_sparsity=0.7)
+    assert config.target_sparsity == 0.7 and config.method == "wanda-alps-refined-owl"
+    assert GradProbeConfig.quality(pattern="2:4").allocation == "uniform"  # N:M fixes the counts
+    assert GradProbeConfig.quality().to_dict() == GradProbeConfig(**QUALITY_PRESET).to_dict()
+    assert QUALITY_PRESET.keys() <= {f for f in GradProbeConfig.__dataclass_fields__}
