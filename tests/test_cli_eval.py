@@ -56,7 +56,8 @@ def test_text_output(saved, capsys):
     "extra,message",
     [
         (["--seq-len", "1"], "`seq_len` must be at least 2"),
-        (["--seq-len", "4096"], "fewer than one window of `seq_len`=4096"),
+        (["--seq-len", "200"], "fewer than one window of `seq_len`=200"),
+        (["--seq-len", "4096"], "`seq_len`=4096 is longer than LlamaForCausalLM's max_position_embeddings=256"),
         (["--seq_len", "16", "--max_windows", "0"], "`max_windows`"),
         (["--seq-len", "16", "--batch-size", "0"], "`batch_size`"),
     ],

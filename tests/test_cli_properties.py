@@ -98,7 +98,11 @@ def _refuse_to_load(*args, **kwargs):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("cli_properties")
-    model_dir = save_tiny_model(make_tiny_llama(), tiny_tokenizer, root / "tiny")
+    model = make_tiny_llama()
+    # Positions for every default window length (1024 for eval, 512 for calibration): those are checked from
+    # config.json before loading, and a default is no flag typed.
+    model.config.max_position_embeddings = 4096
+    model_dir = save_tiny_model(model, tiny_tokenizer, root / "tiny")
     data = root / "corpus.txt"
     data.write_text(sample_text(200) + "\n", encoding="utf-8")
     return model_dir, str(data)

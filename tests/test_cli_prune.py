@@ -344,7 +344,8 @@ def test_failed_evaluation_still_saves_the_pruned_model(saved, capsys, tmp_path,
 
     monkeypatch.setattr(perplexity, "compute_perplexity", broken)
     out = tmp_path / "out"
-    assert main(_args(model_dir, data, "--output_dir", str(out), "--eval_data", data)) == 2
+    argv = _args(model_dir, data, "--output_dir", str(out), "--eval_data", data, "--eval_seq_len", "32")
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--eval_data" in err and "too short" in err and f"saved to {out}" in err
     assert (out / "model.safetensors").is_file() and (out / "pruning_config.json").is_file()

@@ -33,7 +33,11 @@ class NotATensor:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("cli_safety")
-    model_dir = save_tiny_model(make_tiny_llama(), tiny_tokenizer, root / "tiny")
+    model = make_tiny_llama()
+    # Positions for the default window lengths (checked from config.json before loading): the errors tested here
+    # are those of loading and of the flags typed.
+    model.config.max_position_embeddings = 4096
+    model_dir = save_tiny_model(model, tiny_tokenizer, root / "tiny")
     data = root / "corpus.txt"
     data.write_text(sample_text(300, seed=2) + "\n", encoding="utf-8")
     return model_dir, str(data), root
@@ -264,6 +268,42 @@ def test_eval_flags_are_checked_before_loading(saved, capsys, no_loading, extra,
     model_dir, data, _ = saved
     code, _, err = run_cli(["eval", model_dir, "--data", data, *extra], capsys)
     assert code == 2 and flag in one_error_line(err)
+    assert not no_loading
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["eval", "{model}", "--data", "{data}", "--seq_len", "8192"], "seq_len"),
+        (["prune", "{model}", "--calibration", "{data}", "--calibration_seq_len", "8192"], "calibration_seq_len"),
+        (["prune", "{model}", *FAST, "--eval_data", "{data}", "--eval_seq_len", "8192"], "eval_seq_len"),
+    ],
+)
+def test_windows_longer_than_the_positions_are_refused_before_loading(saved, capsys, no_loading, argv, flag):
+    model_dir, data, _ = saved
+    code, _, err = run_cli([arg.format(model=model_dir, data=data) for arg in argv], capsys)
+    line = one_error_line(err)
+    assert code == 2 and f"`{flag}`=8192" in line and "max_position_embeddings=4096" in line
+    assert not no_loading
+
+
+@pytest.mark.parametrize(
+    "extra,flag",
+    [
+        (["--batch_size", str(2**70)], "batch_size"),
+        (["--max_windows", str(2**70)], "max_windows"),
+        (["--stride", str(2**31)], "stride"),
+        (["--seq_len", str(2**40)], "seq_len"),
+    ],
+)
+def test_huge_counts_are_refused_before_loading(saved, capsys, no_loading, extra, flag):
+    model_dir, data, _ = saved
+    code, _, err = run_cli(["eval", model_dir, "--data", data, *extra], capsys)
+    line = one_error_line(err)
+    assert code == 2 and f"`{flag}` must be" in line and "at most 2147483647" in line
+    if flag in ("seq_len", "max_windows"):  # the window flags prune has too
+        code, _, err = run_cli(["prune", model_dir, *FAST, "--eval_data", data, f"--eval_{flag}", extra[1]], capsys)
+        assert code == 2 and f"`eval_{flag}` must be" in one_error_line(err)
     assert not no_loading
 
 

@@ -191,3 +191,26 @@ def test_a_long_string_that_is_neither_a_file_nor_a_dataset_is_refused():
         ValueError, match="`calibration`=.*neither an existing file nor a datasets name.*list of strings"
     ):
         load_text(text, argument="calibration")
+
+
+def test_one_data_check_serves_load_text_and_the_command_line(tmp_path, monkeypatch):
+    from hf_gradprobe.evaluation.data import check_data_source
+
+    (tmp_path / "a.txt").write_text("text\n", encoding="utf-8")
+    (tmp_path / "rows.jsonl").write_text('{"text": "x"}\n', encoding="utf-8")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    assert check_data_source(str(tmp_path / "a.txt")) == "text"
+    assert check_data_source(tmp_path / "rows.jsonl") == "json"
+    assert check_data_source(str(tmp_path / "empty.parquet")) == "parquet"
+    assert check_data_source("Salesforce/wikitext") == "dataset"  # only the name's shape: nothing is fetched
+    # A folder is refused by both, with the argument named.
+    with pytest.raises(IsADirectoryError, match="`--data`=.* is a folder"):
+        check_data_source(str(tmp_path), "--data")
+    with pytest.raises(IsADirectoryError, match="`calibration`=.* is a folder"):
+        load_text(str(tmp_path), argument="calibration")
+    # `~` is not expanded (as by `open`): refused before loading rather than after.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        check_data_source("~/a.txt", "--calibration")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_text("~/a.txt")

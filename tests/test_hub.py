@@ -641,6 +641,51 @@ def test_push_of_an_unpruned_model_warns(tiny_llama, fake_hub):
     assert len(hub.commits) == 1
 
 
+def test_save_push_and_card_apply_one_rule_for_is_pruned(tiny_llama, fake_hub, tmp_path, recwarn):
+    import warnings
+
+    from hf_gradprobe.sharing.metadata import UNPRUNED_SPARSITY, is_pruned
+
+    hub = fake_hub()
+    layer = find_prunable_layers(tiny_llama)[0]
+    with torch.no_grad():
+        layer.weight.view(-1)[:4] = 0  # a few zeros, as a dense model may hold: below 1% of the prunable weights
+    meta = build_pruning_metadata(tiny_llama)
+    assert 0 < meta["sparsity"] < UNPRUNED_SPARSITY and not is_pruned(meta)
+    with pytest.warns(UserWarning, match="not pruned"):
+        push_to_hub(tiny_llama, REPO_ID)
+    with pytest.warns(UserWarning, match="not pruned"):
+        save_pruned(tiny_llama, tmp_path / "dense", plot=False)
+    assert "pruned" not in ModelCard.load(tmp_path / "dense" / "README.md").data.tags
+    # A recorded method is a pruned model, whatever its zeros: no warning, and tagged as such.
+    recorded = {"method": "magnitude"}
+    assert is_pruned(recorded) and is_pruned({"sparsity": UNPRUNED_SPARSITY})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        push_to_hub(tiny_llama, REPO_ID, metadata=recorded)
+        save_pruned(tiny_llama, tmp_path / "recorded", metadata=recorded, plot=False)
+    assert "pruned" in ModelCard.load(tmp_path / "recorded" / "README.md").data.tags
+    assert len(hub.commits) == 2
+
+
+def test_write_metadata_file_is_strict_json(tmp_path):
+    from hf_gradprobe.sharing.metadata import read_metadata_file, write_metadata_file
+
+    path = write_metadata_file(tmp_path, {"method": "wanda", "config": {"b": 1, "a": [0.5, None]}})
+    assert path == tmp_path / PRUNING_CONFIG_NAME
+    assert (
+        path.read_text(encoding="utf-8")
+        == json.dumps({"method": "wanda", "config": {"b": 1, "a": [0.5, None]}}, indent=2) + "\n"
+    )
+    assert read_metadata_file(path) == {"method": "wanda", "config": {"b": 1, "a": [0.5, None]}}
+    write_metadata_file(tmp_path, {"z": 1, "a": 2}, sort_keys=True)
+    assert list(json.loads(path.read_text())) == ["a", "z"]
+    path.unlink()
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write_metadata_file(tmp_path, {"sparsity": float("nan")})
+    assert not path.exists()  # nothing half-written
+
+
 def test_push_folder_rejects_a_folder_not_written_by_save_pruned(pruned, tmp_path, fake_hub):
     fake_hub()
     pruned.save_pretrained(tmp_path / "plain")

@@ -128,3 +128,15 @@ def test_inspect_command_bad_path_is_one_line_error(tmp_path, capsys):
     assert err.startswith("hf-gradprobe inspect: error:") and "not a saved model" in err and "Traceback" not in err
     assert main(["inspect", str(tmp_path), "--pattern", "2-4"]) == 2
     assert "`pattern` must be" in capsys.readouterr().err
+
+
+def test_inspect_flags_are_spelled_as_the_other_commands_flags(tiny_llama, tmp_path, capsys):
+    folder = save_pruned(prune_2of4_(tiny_llama), tmp_path / "m", metadata={"method": "magnitude", "pattern": "2:4"})
+    outputs = []
+    for flags in (["--trust_remote_code", "--json"], ["--trust-remote-code", "--json", "true"]):
+        assert main(["inspect", str(folder), *flags]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0]["pattern"] == "2:4"
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect"])  # the model is required: no default model is inspected by accident
+    assert exit_.value.code == 2 and "model" in capsys.readouterr().err

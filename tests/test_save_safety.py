@@ -24,6 +24,7 @@ from hf_gradprobe.cli import main
 from hf_gradprobe.core.layers import find_prunable_layers
 from hf_gradprobe.core.masking import apply_mask_, lowest_k_mask
 from hf_gradprobe.sharing import save as save_module
+from hf_gradprobe.sharing import swap as swap_module
 from hf_gradprobe.sharing.metadata import PRUNING_CONFIG_NAME, build_pruning_metadata, load_pruning_metadata
 from hf_gradprobe.sharing.save import check_output_dir, save_pruned
 
@@ -248,7 +249,7 @@ def test_a_failed_swap_whose_rollback_fails_is_restored_by_the_next_save(pruned,
     old = save_pruned(pruned, tmp_path / "model", metadata={"method": "old"})
     state = folder_state(old)
     # The two-rename swap (where no atomic exchange exists), with the move-in and the rollback failing.
-    monkeypatch.setattr(save_module, "_exchange", lambda a, b: False, raising=False)
+    monkeypatch.setattr(swap_module, "_exchange", lambda a, b: False)
     real_rename = os.rename
 
     def flaky_rename(src, dst):
@@ -267,7 +268,7 @@ def test_a_failed_swap_whose_rollback_fails_is_restored_by_the_next_save(pruned,
 
 
 def test_the_two_rename_swap_replaces_and_leaves_nothing(pruned, tmp_path, monkeypatch):
-    monkeypatch.setattr(save_module, "_exchange", lambda a, b: False, raising=False)
+    monkeypatch.setattr(swap_module, "_exchange", lambda a, b: False)
     save_pruned(pruned, tmp_path / "model", metadata={"method": "old"})
     new = save_pruned(pruned, tmp_path / "model", metadata={"method": "new"}, overwrite=True)
     assert load_pruning_metadata(new)["method"] == "new" and listing(tmp_path) == ["model"]
@@ -302,7 +303,7 @@ def _save_repeatedly(model, output_dir, worker, saves, start, errors):
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
 def test_concurrent_saves_all_succeed_and_the_folder_is_always_complete(pruned, tmp_path, monkeypatch, exchange):
     if not exchange:  # as where renameat2 is unavailable; the forked workers inherit it
-        monkeypatch.setattr(save_module, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(swap_module, "_exchange", lambda a, b: False)
     out = tmp_path / "model"
     save_pruned(pruned, out, metadata={"method": "first"}, plot=False)
     expected = set(saved_files(out))
@@ -336,7 +337,7 @@ def test_concurrent_saves_all_succeed_and_the_folder_is_always_complete(pruned, 
         failures.append(errors.get())
     assert not failures and [process.exitcode for process in workers] == [0, 0, 0]
     assert seen["looks"] > 100
-    if exchange and save_module._exchange_supported(tmp_path):
+    if exchange and swap_module._exchange_supported(tmp_path):
         assert seen["missing"] == seen["lookup_failed"] == seen["incomplete"] == 0, seen
     else:  # two renames: the folder is absent for an instant, never half-written
         assert seen["incomplete"] == 0, seen
@@ -345,7 +346,7 @@ def test_concurrent_saves_all_succeed_and_the_folder_is_always_complete(pruned, 
 
 def test_a_save_waits_for_the_lock_and_the_lock_stays_outside(pruned, tmp_path):
     out = save_pruned(pruned, tmp_path / "model")
-    lock = save_module._lock_path(out)
+    lock = swap_module._lock_path(out)
     assert lock.parent == tmp_path and lock.name.startswith(".model.") and not lock.exists()
     done = threading.Event()
 
@@ -353,7 +354,7 @@ def test_a_save_waits_for_the_lock_and_the_lock_stays_outside(pruned, tmp_path):
         save_pruned(pruned, out, metadata={"method": "waited"}, overwrite=True, plot=False)
         done.set()
 
-    with save_module._save_lock(out):
+    with swap_module.save_lock(out):
         thread = threading.Thread(target=save)
         thread.start()
         assert not done.wait(0.5)  # held: the save waits
@@ -364,7 +365,7 @@ def test_a_save_waits_for_the_lock_and_the_lock_stays_outside(pruned, tmp_path):
 
 def test_a_lock_file_left_by_a_killed_save_does_not_block(pruned, tmp_path):
     out = save_pruned(pruned, tmp_path / "model")
-    save_module._lock_path(out).write_text("")
+    swap_module._lock_path(out).write_text("")
     save_pruned(pruned, out, overwrite=True)
     assert listing(tmp_path) == ["model"]
 

@@ -1,5 +1,6 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""`hf-gradprobe` command line: one sub-command per module in `hf_gradprobe/cli/`."""
+"""`hf-gradprobe` command line: one sub-command per module in `hf_gradprobe/cli/` (`eval`, `prune`, `inspect`),
+each with its flags made from dataclasses by `HfArgumentParser` (see `common.add_command`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import traceback
 
 from . import eval, inspect, prune
 
+
+__all__ = ["COMMANDS", "LOG_LEVELS", "USER_ERRORS", "CommandParser", "build_parser", "main"]
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMANDS = (eval, prune, inspect)
@@ -25,6 +28,7 @@ class CommandParser(argparse.ArgumentParser):
     """
 
     def parse_args(self, args=None, namespace=None):
+        """Parse as ``ArgumentParser.parse_args`` does; unrecognised arguments are named with secrets redacted."""
         args = list(sys.argv[1:] if args is None else args)
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
@@ -36,6 +40,7 @@ class CommandParser(argparse.ArgumentParser):
         return namespace
 
     def error(self, message: str):
+        """Exit with code 2 and one line, secrets redacted."""
         from ..sharing.redaction import redact
 
         text = redact(" ".join(str(message).split()))
@@ -57,6 +62,11 @@ def _unrecognized_hint(argv: list[str], extras: list[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hf-gradprobe`` parser: ``--version``, the global options, and one sub-command per :data:`COMMANDS`.
+
+    Returns:
+        [`CommandParser`]: the parser.
+    """
     from .. import __version__
 
     parser = CommandParser(prog="hf-gradprobe", description="Sparse language models with Transformers.")
@@ -130,8 +140,16 @@ def _print_traceback() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``hf-gradprobe``. Exit codes: 0 done, 2 bad input (one line saying what and how to fix), 1 an
-    internal error (one line; ``--debug`` shows the traceback), 130 interrupted."""
+    """Run ``hf-gradprobe``.
+
+    Args:
+        argv (`list[str]`, *optional*):
+            The arguments after the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        `int`: the exit code: 0 done, 2 bad input (one line saying what and how to fix), 1 an internal error (one
+        line; ``--debug`` shows the traceback), 130 interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in model cards

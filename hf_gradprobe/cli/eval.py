@@ -6,28 +6,41 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..core.runtime import peak_resident_memory
-from ..core.validation import check_int, describe_value
+from ..core.validation import check_count
+from ..evaluation.data import check_data_source
 from .common import (
     ModelArguments,
     add_command,
-    check_data_flag,
     check_model_source,
+    check_window_positions,
     perplexity_problem,
     print_json,
     raise_no_tokenizer,
 )
 
 
+__all__ = ["EvalArguments", "check_window_flags", "register", "run"]
+
+
 def check_window_flags(prefix: str, seq_len, max_windows, stride=None, batch_size=1) -> None:
-    """The window flags of ``eval`` (and ``prune --eval_*``, ``prefix='eval_'``), refused before any loading."""
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
-        raise ValueError(
-            f"`{prefix}seq_len` must be at least 2 tokens (an integer >= 2, the tokens per window), got "
-            f"{describe_value(seq_len)}."
-        )
-    check_int(f"{prefix}max_windows", max_windows, minimum=1, allow_none=True, hint="windows to score; None: all")
-    check_int(f"{prefix}stride", stride, minimum=1, allow_none=True, hint="tokens between window starts")
-    check_int(f"{prefix}batch_size", batch_size, minimum=1, hint="windows per forward pass")
+    """Refuse the window flags of ``eval`` (and of ``prune --eval_*``) before anything is loaded.
+
+    Args:
+        prefix (`str`):
+            What the flags' names start with: ``""`` for ``eval``, ``"eval_"`` for ``prune``.
+        seq_len (`int`):
+            Tokens per window, at least 2.
+        max_windows (`int`, *optional*):
+            Windows to score; ``None`` scores all.
+        stride (`int`, *optional*):
+            Tokens between window starts; ``None`` gives non-overlapping windows.
+        batch_size (`int`, *optional*, defaults to 1):
+            Windows per forward pass.
+    """
+    check_count(f"{prefix}seq_len", seq_len, minimum=2, unit="tokens", hint="the tokens per window")
+    check_count(f"{prefix}max_windows", max_windows, unit="window", allow_none=True, hint="None: all")
+    check_count(f"{prefix}stride", stride, unit="token", allow_none=True, hint="tokens between window starts")
+    check_count(f"{prefix}batch_size", batch_size, unit="window", hint="windows per forward pass")
 
 
 @dataclass
@@ -47,6 +60,7 @@ class EvalArguments:
 
 
 def register(subparsers) -> None:
+    """Add ``hf-gradprobe eval`` to ``subparsers``."""
     add_command(
         subparsers,
         "eval",
@@ -57,12 +71,14 @@ def register(subparsers) -> None:
 
 
 def run(args, eval_args: EvalArguments, model_args: ModelArguments) -> int:
+    """Measure the perplexity and print it; returns the exit code."""
     from ..evaluation.perplexity import compute_perplexity
     from ..models import load_model
 
     # Before loading the model: the data, and that the model folder has what evaluating needs.
-    check_data_flag(eval_args.data, "--data")
+    check_data_source(eval_args.data, "--data")
     check_model_source(args.model, needs_tokenizer=True, why="`hf-gradprobe eval --data`")
+    check_window_positions(args.model, model_args, {"seq_len": eval_args.seq_len})
     model, tokenizer = load_model(args.model, **asdict(model_args))
     if tokenizer is None:
         raise_no_tokenizer(args.model, "`hf-gradprobe eval --data`", "none could be loaded")

@@ -3,36 +3,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..core.sparsity import format_sparsity_table
-from .common import print_json
+from .common import HubArguments, add_command, print_json
+
+
+__all__ = ["InspectArguments", "format_report", "register", "run"]
+
+
+@dataclass
+class InspectArguments:
+    """The flags of `hf-gradprobe inspect`."""
+
+    pattern: str | None = field(
+        default=None,
+        metadata={
+            "help": "N:M pattern to check, e.g. 2:4; 'unstructured' checks none, and None the one the model was "
+            "pruned with, if any."
+        },
+    )
+    targets: list[str] | None = field(
+        default=None,
+        metadata={"help": "Regular expressions choosing the layers; None: Linear/Conv1D in the repeated blocks."},
+    )
+    ignore: list[str] | None = field(default=None, metadata={"help": "Regular expressions of layers to leave out."})
+    json: bool = field(default=False, metadata={"help": "Print one JSON object."})
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect", help="per-layer and total sparsity of a model, and which layers break an N:M pattern"
+    """Add ``hf-gradprobe inspect`` to ``subparsers``."""
+    add_command(
+        subparsers,
+        "inspect",
+        (InspectArguments, HubArguments),
+        run,
+        help="per-layer and total sparsity of a model, and which layers break an N:M pattern",
+        default_model=None,
     )
-    parser.add_argument("model", help="saved model folder, Hub id, or 'smollm2-135m'")
-    parser.add_argument(
-        "--pattern",
-        default=None,
-        help="N:M pattern to check, e.g. 2:4 (default: the one the model was pruned with, if any; "
-        "'unstructured' checks none)",
-    )
-    parser.add_argument(
-        "--targets",
-        nargs="+",
-        default=None,
-        help="regular expressions choosing the layers (default: Linear/Conv1D in the repeated blocks)",
-    )
-    parser.add_argument("--ignore", nargs="+", default=None, help="regular expressions of layers to leave out")
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(func=run)
 
 
 def format_report(report) -> str:
-    """Terminal table of a ``SparsityReport``: one row per layer, totals, and an N:M verdict."""
+    """A terminal table of a sparsity report.
+
+    Args:
+        report (`SparsityReport`):
+            What :func:`~hf_gradprobe.sharing.inspection.sparsity_report` returned.
+
+    Returns:
+        `str`: one row per layer, the totals, and an N:M verdict when a pattern was checked.
+    """
     lines = []
     pruning = report.extra.get("pruning") if isinstance(report.extra, dict) else None
     if pruning:
@@ -53,18 +73,19 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def run(args, inspect_args: InspectArguments, hub_args: HubArguments) -> int:
+    """Measure the model's sparsity and print it; returns the exit code."""
     from ..sharing.inspection import sparsity_report
 
     report = sparsity_report(
         args.model,
-        pattern=args.pattern,
-        revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-        targets=args.targets,
-        ignore=args.ignore,
+        pattern=inspect_args.pattern,
+        revision=hub_args.revision,
+        trust_remote_code=hub_args.trust_remote_code,
+        targets=inspect_args.targets,
+        ignore=inspect_args.ignore,
     )
-    if args.json:
+    if inspect_args.json:
         print_json({"model": args.model, **report.to_dict()})
     else:
         print(format_report(report))

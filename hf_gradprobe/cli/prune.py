@@ -14,18 +14,22 @@ from dataclasses import asdict, dataclass, field
 import yaml
 
 from ..core.runtime import peak_resident_memory
+from ..evaluation.data import check_data_source
 from ..oneshot.config import GradProbeConfig
 from .common import (
     ModelArguments,
     add_command,
-    check_data_flag,
     check_model_source,
+    check_window_positions,
     check_writable_output_dir,
     perplexity_problem,
     print_json,
     raise_no_tokenizer,
 )
 from .eval import check_window_flags
+
+
+__all__ = ["PruneArguments", "register", "run"]
 
 
 @dataclass
@@ -65,6 +69,7 @@ class PruneArguments:
 
 
 def register(subparsers) -> None:
+    """Add ``hf-gradprobe prune`` to ``subparsers``."""
     add_command(
         subparsers,
         "prune",
@@ -87,11 +92,6 @@ def _config_file_values(args) -> dict | None:
         ) from None
     except (ValueError, OSError, yaml.YAMLError) as err:
         raise ValueError(f"--config {args.config}: {err}") from err
-
-
-def _needs_calibration(config: GradProbeConfig) -> bool:
-    # As in prune_pretrained: the probe, Wanda's activation norms and reconstruction all run on calibration data.
-    return bool(config.probe or config.strategy == "wanda" or config.reconstruction != "none")
 
 
 def _save_and_push(model, tokenizer, metadata: dict, command: str, prune_args: PruneArguments, token: str):
@@ -138,6 +138,7 @@ def _save_and_push(model, tokenizer, metadata: dict, command: str, prune_args: P
 
 
 def run(args, config: GradProbeConfig, prune_args: PruneArguments, model_args: ModelArguments) -> int:
+    """Prune, evaluate, save and push as the flags say; returns the exit code."""
     from ..evaluation.perplexity import compute_perplexity
     from ..models import load_model
     from ..oneshot.prune import prune_pretrained
@@ -154,11 +155,12 @@ def run(args, config: GradProbeConfig, prune_args: PruneArguments, model_args: M
     if prune_args.output_dir is not None:
         check_output_dir(prune_args.output_dir, prune_args.overwrite, flag="--overwrite", name="--output_dir")
         check_writable_output_dir(prune_args.output_dir, name="--output_dir")
-    check_data_flag(prune_args.calibration, "--calibration")
-    check_data_flag(prune_args.eval_data, "--eval_data")
+    for flag, value in (("--calibration", prune_args.calibration), ("--eval_data", prune_args.eval_data)):
+        if value is not None:
+            check_data_source(value, flag)
     if prune_args.eval_dense and not prune_args.eval_data:
         raise ValueError("`--eval_dense` measures the dense perplexity on `--eval_data`: pass `--eval_data DATA` too.")
-    needs_calibration = _needs_calibration(config)
+    needs_calibration = config.needs_calibration
     if needs_calibration and prune_args.calibration is None:
         raise ValueError(
             f"`--calibration` is required for --strategy {config.strategy} with --probe {str(config.probe).lower()} "
@@ -170,6 +172,10 @@ def run(args, config: GradProbeConfig, prune_args: PruneArguments, model_args: M
     )
     why = f"`hf-gradprobe prune {text_flags}`"
     check_model_source(args.model, needs_tokenizer=bool(text_flags), why=why)
+    windows = {"calibration_seq_len": config.calibration_seq_len} if needs_calibration else {}
+    if prune_args.eval_data:
+        windows["eval_seq_len"] = prune_args.eval_seq_len
+    check_window_positions(args.model, model_args, windows)
 
     model, tokenizer = load_model(args.model, **asdict(model_args))
     if text_flags and tokenizer is None:

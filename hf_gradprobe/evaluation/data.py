@@ -1,5 +1,6 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""Text to token windows: seeded calibration windows and non-overlapping evaluation windows."""
+"""Text to token windows: where text comes from (files, datasets names, lists), seeded calibration windows and
+non-overlapping evaluation windows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from collections.abc import Sequence
 
 import torch
 
+
+__all__ = [
+    "STRUCTURED_FORMATS",
+    "calibration_window_starts",
+    "calibration_windows",
+    "check_data_source",
+    "evaluation_windows",
+    "load_text",
+    "tokenize_corpus",
+]
 
 # Any other local file is read as plain text (e.g. WikiText's `wiki.test.raw`).
 STRUCTURED_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -82,6 +93,50 @@ def _check_dataset_name(path: str, argument: str) -> None:
         ) from None
 
 
+# Local files are recognised by these endings or a path-like start; any other string must be a datasets name.
+_FILE_ENDINGS = (*STRUCTURED_FORMATS, ".txt", ".raw")
+_PATH_STARTS = (".", os.path.sep, "~")
+# Longer strings are no path the OS takes (PATH_MAX): they are not looked up on disk.
+_PATH_MAX = 4096
+
+
+def check_data_source(source: str | os.PathLike, argument: str = "data") -> str:
+    """Refuse a data path or name that cannot be read, before anything is loaded.
+
+    Refused: a special file (a FIFO, a device, a socket), a broken link, a folder, a binary or non-UTF-8 text file,
+    a missing file (a string ending like a file or starting like a path) and a string that is neither a file nor a
+    ``datasets`` name. ``~`` is not expanded, as Python's ``open`` does not expand it.
+
+    Args:
+        source (`str` or `os.PathLike`):
+            A local ``.txt``/``.raw``/``.json``/``.jsonl``/``.parquet`` file (any other file is read as text) or a
+            ``datasets`` Hub name.
+        argument (`str`, *optional*, defaults to `"data"`):
+            How the messages spell the argument (``--calibration`` on the command line).
+
+    Returns:
+        `str`: how :func:`load_text` reads it: ``"text"``, ``"json"`` or ``"parquet"`` for a local file,
+        ``"dataset"`` for a datasets name.
+    """
+    path = os.fspath(source)
+    if len(path) < _PATH_MAX:
+        _check_not_special(path, argument)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"`{argument}`={path!r} is a folder; pass a text/JSON(L)/parquet file or a datasets name."
+        )
+    ext = os.path.splitext(path)[1].lower()
+    if len(path) < _PATH_MAX and os.path.isfile(path):
+        kind = STRUCTURED_FORMATS.get(ext, "text")
+        if kind != "parquet" and os.path.getsize(path):
+            _check_text_file(path, argument)
+        return kind
+    if ext in _FILE_ENDINGS or path.startswith(_PATH_STARTS):
+        raise FileNotFoundError(f"`{argument}`={path!r}: no such file (and not a datasets name).")
+    _check_dataset_name(path, argument)
+    return "dataset"
+
+
 def load_text(
     source: str | os.PathLike | Sequence[str],
     split: str = "test",
@@ -91,11 +146,25 @@ def load_text(
 ) -> str:
     """One string holding a corpus.
 
-    ``source`` is a list of texts (joined with blank lines), a local ``.txt`` file (its exact content),
-    a local ``.json``/``.jsonl``/``.parquet`` file, or a ``datasets`` Hub name, optionally with its
-    configuration after a slash-free colon or as ``name/config`` pairs such as
-    ``"wikitext/wikitext-2-raw-v1"``. Rows of a dataset are joined with ``"\\n\\n"`` as SparseGPT and
-    Wanda do for WikiText-2.
+    Rows of a dataset are joined with ``"\\n\\n"`` as SparseGPT and Wanda do for WikiText-2. A path or name is
+    checked first by :func:`check_data_source`.
+
+    Args:
+        source (`str`, `os.PathLike` or `Sequence[str]`):
+            A list of texts (joined with blank lines), a local ``.txt`` file (its exact content), a local
+            ``.json``/``.jsonl``/``.parquet`` file, or a ``datasets`` Hub name, with its configuration as
+            ``config_name`` or, for WikiText, as ``"wikitext/wikitext-2-raw-v1"``.
+        split (`str`, *optional*, defaults to `"test"`):
+            The split of a datasets name.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            The column holding the text (datasets and JSON/parquet files).
+        config_name (`str`, *optional*):
+            The configuration of a datasets name.
+        argument (`str`, *optional*, defaults to `"data"`):
+            How the messages spell the argument.
+
+    Returns:
+        `str`: the corpus (empty for an empty file).
     """
     if not isinstance(source, (str, os.PathLike)):
         texts = list(source)
@@ -105,22 +174,14 @@ def load_text(
     import datasets
 
     path = os.fspath(source)
-    ext = os.path.splitext(path)[1].lower()
-    if len(path) < 4096:
-        _check_not_special(path, argument)
-    if len(path) < 4096 and os.path.isfile(path):
+    kind = check_data_source(path, argument)
+    if kind != "dataset":
         if os.path.getsize(path) == 0:
             return ""  # datasets fails obscurely on an empty file; the caller reports too-short data
-        kind = STRUCTURED_FORMATS.get(ext, "text")
-        if kind != "parquet":
-            _check_text_file(path, argument)
         kwargs = {"keep_linebreaks": True} if kind == "text" else {}
         dataset = datasets.load_dataset(kind, data_files=path, split="train", **kwargs)
         joiner = "" if kind == "text" else "\n\n"  # text rows keep their newlines: the file, byte for byte
     else:
-        if ext in (*STRUCTURED_FORMATS, ".txt", ".raw") or path.startswith((".", os.path.sep, "~")):
-            raise FileNotFoundError(f"`{argument}`={path!r}: no such file (and not a datasets name).")
-        _check_dataset_name(path, argument)
         name, config = path, config_name
         if config is None and path.count("/") == 1 and path.split("/")[0] in ("wikitext",):
             name, config = path.split("/")
@@ -141,8 +202,19 @@ def load_text(
 
 
 def tokenize_corpus(tokenizer, data, **load_kwargs) -> torch.Tensor:
-    """1-D LongTensor of token ids for ``data`` (a tensor of ids is passed through); ``load_kwargs`` go to
-    :func:`load_text` (``argument`` names the argument in error messages)."""
+    """Token ids of a corpus, with no special tokens added: one stream, cut into windows later.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Needed unless ``data`` is a tensor.
+        data (`str`, `os.PathLike`, `Sequence[str]` or `torch.Tensor`):
+            Anything :func:`load_text` reads, or a tensor of token ids (passed through).
+        load_kwargs:
+            Passed to :func:`load_text` (``argument`` names the argument in error messages).
+
+    Returns:
+        `torch.Tensor`: a 1-D ``LongTensor``.
+    """
     if isinstance(data, torch.Tensor):
         return data.reshape(-1).long()
     if tokenizer is None:
@@ -193,6 +265,19 @@ def evaluation_windows(
     SparseGPT/Wanda protocol; a trailing partial window is dropped). With ``stride < seq_len``: a
     window starts every ``stride`` tokens and only the tokens not scored by an earlier window count,
     so each token is scored once with more left context.
+
+    Args:
+        ids (`torch.Tensor`):
+            The token ids of the corpus (flattened).
+        seq_len (`int`):
+            Tokens per window, at least 2.
+        stride (`int`, *optional*):
+            Tokens between window starts; defaults to non-overlapping windows.
+        max_windows (`int`, *optional*):
+            Keep only the first windows; defaults to all.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: ``(windows, labels)``, both of shape ``(num_windows, seq_len)``.
     """
     ids = ids.reshape(-1)
     _check_length(ids.numel(), seq_len)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
+__all__ = ["METRICS_DIR", "PERPLEXITY_METRIC_PATH"]
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 # A folder holding `perplexity.py`: evaluate loads a folder whose script has the folder's name.
 PERPLEXITY_METRIC_PATH = str(METRICS_DIR / "perplexity")

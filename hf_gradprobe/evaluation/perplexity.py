@@ -13,39 +13,62 @@ import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
 from ..core.runtime import model_input_device, progress_bars_enabled
-from ..core.validation import COUNT_MAX, check_int, check_positions, check_token_ids, input_vocab_size
+from ..core.validation import check_count, check_positions, check_token_ids, input_vocab_size
 from .data import evaluation_windows, tokenize_corpus
+
+
+__all__ = ["PerplexityResult", "compute_perplexity", "token_nll_sum"]
 
 
 @dataclass
 class PerplexityResult:
+    """The perplexity of a model on a corpus, and what it was measured over.
+
+    Args:
+        perplexity (`float`):
+            ``exp(nll)``.
+        nll (`float`):
+            The mean negative log-likelihood per scored token, in nats.
+        tokens (`int`):
+            The number of scored tokens.
+        windows (`int`):
+            The number of windows run.
+        seq_len (`int`):
+            Tokens per window.
+        seconds (`float`):
+            The time the windows took.
+    """
+
     perplexity: float
-    nll: float  # mean negative log-likelihood per scored token (nats)
-    tokens: int  # scored tokens
+    nll: float
+    tokens: int
     windows: int
     seq_len: int
     seconds: float
 
     def to_dict(self) -> dict:
+        """The fields as a dict (JSON-ready)."""
         return asdict(self)
 
 
 def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL (fp32) and the number of scored tokens; ``-100`` labels are skipped."""
+    """The summed next-token negative log-likelihood of a batch.
+
+    Args:
+        logits (`torch.Tensor`):
+            The model's logits, ``(batch, seq_len, vocab)``; upcast to fp32.
+        labels (`torch.Tensor`):
+            The token ids to score, ``(batch, seq_len)``; ``-100`` is skipped.
+
+    Returns:
+        `tuple[torch.Tensor, int]`: the summed NLL (a 0-d fp32 tensor) and the number of scored tokens.
+    """
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:].to(shift_logits.device)
     nll = F.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
     )
     return nll, int((shift_labels != -100).sum())
-
-
-def _check_count(name: str, value, minimum: int, unit: str, *, allow_none: bool = False) -> int | None:
-    """An int (not a bool, not ``64.0`` or ``'64'``) of at least ``minimum``, at most ``COUNT_MAX``."""
-    value = check_int(name, value, allow_none=allow_none, hint=f"at least {minimum} {unit}")
-    if value is not None and not minimum <= value <= COUNT_MAX:
-        raise ValueError(f"`{name}` must be at least {minimum} {unit} and at most {COUNT_MAX}, got {value}.")
-    return value
 
 
 @torch.no_grad()
@@ -62,24 +85,48 @@ def compute_perplexity(
 ) -> PerplexityResult:
     """Corpus perplexity ``exp(sum NLL / scored tokens)`` over evaluation windows of ``data``.
 
-    ``data`` is a local text/json/parquet file, a ``datasets`` name, a list of texts or a tensor of
-    token ids. Windows are consecutive and non-overlapping by default (SparseGPT/Wanda protocol;
-    ``stride`` gives the sliding variant). The model stays where it is (any device, any dtype;
-    logits are upcast to fp32 for the loss) and its train/eval mode is restored afterwards. The progress bar
-    (``progress``) honours the Transformers and huggingface_hub switches (see :func:`progress_bars_enabled`).
+    Windows are consecutive and non-overlapping by default (SparseGPT/Wanda protocol; ``stride`` gives the
+    sliding variant). The model stays where it is (any device, any dtype; logits are upcast to fp32 for the loss)
+    and its train/eval mode is restored afterwards.
 
-    Refused with a ``ValueError`` before any window runs: counts that are not integers (``64.0``, ``'64'``), a
-    tensor ``data`` that is not integer token ids or holds ids outside ``[0, vocab)`` (the model's input embedding
-    size; likewise the ids a tokenizer produced), and a ``seq_len`` above the model's ``max_position_embeddings``
-    (or ``n_positions``; models that state none are not checked).
+    Refused with a ``ValueError`` before any window runs: counts that are not integers (``64.0``, ``'64'``) or
+    exceed ``COUNT_MAX``, a tensor ``data`` that is not integer token ids or holds ids outside ``[0, vocab)`` (the
+    model's input embedding size; likewise the ids a tokenizer produced), and a ``seq_len`` above the model's
+    ``max_position_embeddings`` (or ``n_positions``; models that state none are not checked).
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal language model.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Needed unless ``data`` is a tensor of token ids.
+        data (`str`, `os.PathLike`, `list[str]` or `torch.Tensor`):
+            A local text/JSON(L)/parquet file, a ``datasets`` name, a list of texts or a tensor of token ids.
+        seq_len (`int`, *optional*, defaults to 1024):
+            Tokens per window.
+        max_windows (`int`, *optional*):
+            Score only the first windows; defaults to all.
+        stride (`int`, *optional*):
+            Tokens between window starts; defaults to non-overlapping windows.
+        batch_size (`int`, *optional*, defaults to 1):
+            Windows per forward pass.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar; it honours the Transformers and huggingface_hub switches (see
+            :func:`~hf_gradprobe.core.runtime.progress_bars_enabled`).
+        load_kwargs:
+            Passed to :func:`~hf_gradprobe.evaluation.data.load_text` (e.g. ``split``, ``text_column``).
+
+    Returns:
+        [`PerplexityResult`]: the perplexity and what it was measured over.
     """
     if data is None:
         raise ValueError("`data` is required: a file path, a datasets name, a list of texts or token ids.")
     # Arguments are checked before any text is read, the data before any window is run.
-    seq_len = _check_count("seq_len", seq_len, 2, "tokens")
-    batch_size = _check_count("batch_size", batch_size, 1, "window")
-    max_windows = _check_count("max_windows", max_windows, 1, "window (or None for all)", allow_none=True)
-    stride = _check_count("stride", stride, 1, "token (or None for non-overlapping windows)", allow_none=True)
+    seq_len = check_count("seq_len", seq_len, minimum=2, unit="tokens")
+    batch_size = check_count("batch_size", batch_size, unit="window")
+    max_windows = check_count("max_windows", max_windows, unit="window", allow_none=True, hint="None: all")
+    stride = check_count(
+        "stride", stride, unit="token", allow_none=True, hint="tokens between window starts; None: non-overlapping"
+    )
     vocab_size = input_vocab_size(model)
     if isinstance(data, torch.Tensor):
         check_token_ids("data", data, vocab_size, hint="pass the token ids of this model's tokenizer.")

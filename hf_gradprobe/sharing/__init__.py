@@ -1,8 +1,9 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
 """Saving, describing, inspecting and pushing pruned models.
 
-One concept per module: ``metadata`` (``pruning_config.json``), ``save`` (the folder), ``push`` (the Hub),
-``card`` (README.md), ``plot``, ``inspection`` (``sparsity_report``), ``redaction`` (tokens kept out).
+One concept per module: ``metadata`` (``pruning_config.json``: its name, reading, writing, and whether a model
+is pruned), ``save`` (the folder), ``swap`` (replacing a folder safely), ``push`` (the Hub), ``card`` (README.md),
+``plot``, ``inspection`` (``sparsity_report``), ``redaction`` (secrets kept out).
 """
 
 from .card import build_model_card

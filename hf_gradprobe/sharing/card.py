@@ -7,7 +7,6 @@ from a saved folder without loading the weights.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -18,15 +17,22 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..core.sparsity import format_sparsity_table, row_sparsity
 from ..models import is_hub_id
-from .metadata import config_value, nm_pattern
+from .metadata import config_value, is_pruned, nm_pattern, recorded_settings
 from .plot import PLOT_FILE, PLOT_KINDS, plot_kind
 from .redaction import redact
 
 
+__all__ = [
+    "CARD_TAGS",
+    "TEMPLATE_PATH",
+    "build_model_card",
+    "dataset_display_name",
+    "describe_dataset",
+    "display_path",
+]
+
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "pruned_model_card.md"
 CARD_TAGS = ("pruned", "sparse", "hf_gradprobe")
-# prune_pretrained arguments read from the top level of metadata that has no "config".
-_TOP_LEVEL_SETTINGS = ("target_sparsity", "strategy", "probe", "pattern", "comparison_group", "calibration_seed")
 
 # Local corpora we know the Hub id of: the card's `datasets` must name Hub datasets, not local files.
 _KNOWN_DATASETS = (("wikitext", "Salesforce/wikitext"),)
@@ -39,7 +45,15 @@ _WIKITEXT_CONFIGS = (
 
 
 def describe_dataset(text: str | None) -> tuple[str | None, str | None, str | None]:
-    """(Hub dataset id, config, split) guessed from a data description such as ``'.../wikitext-2-raw/wiki.test.raw'``."""
+    """Guess the Hub dataset a data description names.
+
+    Args:
+        text (`str`, *optional*):
+            A path or name, such as ``".../wikitext-2-raw/wiki.test.raw"`` or ``"Salesforce/wikitext"``.
+
+    Returns:
+        `tuple`: ``(hub_id, config, split)``, each ``None`` when not recognised.
+    """
     if not text:
         return None, None, None
     lowered = str(text).lower()
@@ -58,7 +72,21 @@ def describe_dataset(text: str | None) -> tuple[str | None, str | None, str | No
 
 
 def dataset_display_name(data, hub_id: str | None = None, config: str | None = None, split: str | None = None) -> str:
-    """A readable name for an evaluation dataset, e.g. ``"WikiText-2 (raw, test)"``, never a local path."""
+    """A readable name for an evaluation dataset, never a local path.
+
+    Args:
+        data (`str`, *optional*):
+            The data description recorded; its file name is shown when no Hub dataset is known.
+        hub_id (`str`, *optional*):
+            The Hub dataset (see :func:`describe_dataset`).
+        config (`str`, *optional*):
+            The dataset configuration.
+        split (`str`, *optional*):
+            The split.
+
+    Returns:
+        `str`: e.g. ``"WikiText-2 (raw, test)"``.
+    """
     details = []
     if hub_id == "Salesforce/wikitext":
         name = "WikiText-103" if config and "103" in config else "WikiText-2" if config else "WikiText"
@@ -73,8 +101,16 @@ def dataset_display_name(data, hub_id: str | None = None, config: str | None = N
 
 
 def display_path(text) -> str:
-    """A data path as shown in a card: the last two parts of an absolute or parent-relative path, so the card
-    does not publish the layout of the machine that pruned the model."""
+    """A data path as a card shows it, so that the card does not publish the layout of the machine that pruned
+    the model.
+
+    Args:
+        text (`str` or `os.PathLike`):
+            A path or a name.
+
+    Returns:
+        `str`: ``".../"`` and the last two parts of an absolute or parent-relative path; anything else as it is.
+    """
     text = str(text)
     if ("/" in text or os.sep in text) and (os.path.isabs(text) or text.startswith("..")):
         return ".../" + "/".join(Path(text).parts[-2:])
@@ -118,7 +154,7 @@ def _card_datasets(metadata: Mapping) -> list[str]:
     return found
 
 
-def _eval_results(metadata: Mapping, model_name: str) -> list[EvalResult] | None:
+def _eval_results(metadata: Mapping) -> list[EvalResult] | None:
     ppl = metadata.get("perplexity_after")
     evaluation = metadata.get("perplexity_eval") or {}
     data = evaluation.get("data") if isinstance(evaluation, Mapping) else None
@@ -257,17 +293,11 @@ _IN_MEMORY_SOURCES = ("token windows given in memory", "texts given in memory")
 def _reconstructed_code(metadata: Mapping, model_name: str) -> str:
     """Python that repeats the pruning from the metadata, for when no command was recorded.
 
-    It runs as written: only ``GradProbeConfig`` fields are passed as settings (``prune_pretrained`` refuses
-    anything else), and the calibration text is the one recorded, its path shortened as elsewhere in the card.
+    It runs as written: the settings passed are those the metadata records (see
+    :func:`~hf_gradprobe.sharing.metadata.recorded_settings`), and the calibration text is the one recorded, its
+    path shortened as elsewhere in the card.
     """
-    from ..oneshot.config import GradProbeConfig
-
-    fields = [f.name for f in dataclasses.fields(GradProbeConfig)]
     base = metadata.get("base_model") or "<base model>"
-    config = metadata.get("config")
-    source = config if isinstance(config, Mapping) and config else metadata
-    # The settings prune_pretrained recorded (or, in metadata without a config, those named at the top level).
-    kwargs = {k: source[k] for k in fields if source.get(k) is not None}
     calibration = metadata.get("calibration")
     calibration = calibration.get("source") if isinstance(calibration, Mapping) else None
     lines = [f"    {display_path(base)!r},", "    return_tokenizer=True,"]
@@ -275,7 +305,7 @@ def _reconstructed_code(metadata: Mapping, model_name: str) -> str:
         lines.append(f"    calibration='calibration.txt',  # the original run used {calibration}")
     elif calibration:
         lines.append(f"    calibration={display_path(calibration)!r},  # the calibration text used")
-    lines += [f"    {k}={v!r}," for k, v in kwargs.items()]
+    lines += [f"    {k}={v!r}," for k, v in recorded_settings(metadata).items()]
     return (
         "import hf_gradprobe\n\nmodel, tokenizer = hf_gradprobe.prune_pretrained(\n"
         + "\n".join(lines)
@@ -292,16 +322,6 @@ def _shorten_paths(obj):
     return display_path(obj) if isinstance(obj, str) else obj
 
 
-# Below this fraction of zeros, and with no pruning method recorded, a model is described as not pruned.
-UNPRUNED_SPARSITY = 0.01
-
-
-def is_pruned(metadata: Mapping) -> bool:
-    """Whether the metadata describes a pruned model: a recorded method, or at least 1% zeros."""
-    sparsity = metadata.get("sparsity")
-    return bool(metadata.get("method")) or (isinstance(sparsity, (int, float)) and sparsity >= UNPRUNED_SPARSITY)
-
-
 def build_model_card(
     metadata: Mapping,
     *,
@@ -313,15 +333,27 @@ def build_model_card(
 ) -> ModelCard:
     """Render the model card of a pruned model from its pruning metadata.
 
+    A model that :func:`~hf_gradprobe.sharing.metadata.is_pruned` says is not pruned gets a card that says so and
+    no ``pruned``/``sparse`` tags.
+
     Args:
-        metadata: the dict saved as ``pruning_config.json`` (every key optional).
-        repo_id: where the model lives or will live; used in the "use it" snippet and as the model name.
-        model_name: the card title and ``model-index`` name (default: the repo name).
-        plot_file: file name of the per-layer plot beside the card, or ``None`` when there is no plot.
-        card_data: extra ``ModelCardData`` fields (e.g. ``{"license": "apache-2.0", "language": "en"}``). Without a
+        metadata (`Mapping`):
+            The dict saved as ``pruning_config.json`` (every key optional).
+        repo_id (`str`, *optional*):
+            Where the model lives or will live; used in the "use it" snippet and as the model name.
+        model_name (`str`, *optional*):
+            The card title and ``model-index`` name; defaults to the repo name.
+        plot_file (`str`, *optional*, defaults to `"sparsity_per_layer.png"`):
+            File name of the per-layer plot beside the card, or ``None`` when there is no plot.
+        card_data (`Mapping`, *optional*):
+            Extra ``ModelCardData`` fields (e.g. ``{"license": "apache-2.0", "language": "en"}``). Without a
             ``license`` here, the card takes ``metadata["base_model_license"]`` (the base model's, found offline by
             ``build_pruning_metadata``).
-        template_path: a Jinja template to use instead of the packaged one.
+        template_path (`str` or `os.PathLike`, *optional*):
+            A Jinja template to use instead of the packaged one.
+
+    Returns:
+        `huggingface_hub.ModelCard`: the card (``card.save(path)`` writes it).
     """
     if not isinstance(metadata, Mapping):
         raise TypeError(
@@ -350,7 +382,7 @@ def build_model_card(
         tags=tags,
         datasets=_card_datasets(metadata) or None,
         model_name=model_name,
-        eval_results=_eval_results(metadata, model_name),
+        eval_results=_eval_results(metadata),
         **extra,
     )
     layers = list(metadata.get("layers") or [])

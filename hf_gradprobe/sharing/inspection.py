@@ -20,6 +20,8 @@ from .metadata import PRUNING_CONFIG_NAME, config_value, load_pruning_metadata, 
 from .redaction import redact
 
 
+__all__ = ["sparsity_report"]
+
 logger = logging.get_logger(__name__)
 
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -175,18 +177,31 @@ def sparsity_report(
 ) -> SparsityReport:
     """Per-layer and total sparsity of a model, with N:M compliance per layer.
 
-    Args:
-        model_or_id: an ``nn.Module`` in memory, a saved model folder, or a Hub repo id.
-        pattern: ``"N:M"`` (e.g. ``"2:4"``) to check which layers break that pattern and where;
-            ``"unstructured"`` to check none; ``None`` checks the N:M pattern recorded by hf_gradprobe
-            (``pruning_report`` or ``pruning_config.json``), if any.
-        revision, token: for Hub ids.
-        trust_remote_code: for models whose code lives on the Hub.
-        targets, ignore: regular expressions choosing the layers, as in ``find_prunable_layers``
-            (default: every Linear/Conv1D inside the repeated blocks).
-
     Saved safetensors are read one tensor at a time, so a checkpoint larger than memory can be inspected;
     checkpoints whose names do not match the model's modules are loaded with ``load_model`` instead.
+
+    Args:
+        model_or_id (`torch.nn.Module`, `str` or `os.PathLike`):
+            A model in memory, a saved model folder, or a Hub repo id.
+        pattern (`str`, *optional*):
+            ``"N:M"`` (e.g. ``"2:4"``) to check which layers break that pattern and where; ``"unstructured"`` to
+            check none. Defaults to the N:M pattern hf_gradprobe recorded (``pruning_report`` or
+            ``pruning_config.json``), if any.
+        revision (`str`, *optional*):
+            The Hub revision of a repo id.
+        token (`str`, *optional*):
+            The Hub token of a repo id.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Allow model code from the Hub.
+        targets (`str` or `Sequence[str]`, *optional*):
+            Regular expressions choosing the layers, as in ``find_prunable_layers``; defaults to every
+            Linear/Conv1D inside the repeated blocks.
+        ignore (`str` or `Sequence[str]`, *optional*):
+            Regular expressions of layers to leave out.
+
+    Returns:
+        `SparsityReport`: per-layer and total figures; ``report.extra`` names the model and what hf_gradprobe
+        recorded about its pruning.
     """
     if pattern is not None:
         parse_nm_pattern(pattern)  # fail early with the argument named

@@ -1,8 +1,11 @@
 # Copyright 2026 The hf_gradprobe developers. Licensed under the Apache License, Version 2.0.
-"""``pruning_config.json``: the metadata saved with a pruned model, how it is built, read, and looked up.
+"""``pruning_config.json``: the metadata saved with a pruned model, its one owner.
 
-Layout: ``method``, ``config`` (the settings, e.g. ``config["target_sparsity"]``, held only there), the
-measured ``sparsity`` and per-layer ``layers``, ``calibration``, ``base_model``, versions and costs.
+This module names the file (:data:`PRUNING_CONFIG_NAME`), builds its content (:func:`build_pruning_metadata`),
+writes it (:func:`write_metadata_file`), reads it (:func:`read_metadata_file`, :func:`load_pruning_metadata`) and
+says whether it describes a pruned model (:func:`is_pruned`). Layout: ``method``, ``config`` (the settings, e.g.
+``config["target_sparsity"]``, held only there), the measured ``sparsity`` and per-layer ``layers``,
+``calibration``, ``base_model``, versions and costs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,22 @@ from ..models import base_model_license, is_hub_id
 from .redaction import redact, redact_secrets
 
 
+__all__ = [
+    "METADATA_VERSION",
+    "PRUNING_CONFIG_NAME",
+    "TOP_LEVEL_SETTINGS",
+    "UNPRUNED_SPARSITY",
+    "build_pruning_metadata",
+    "config_value",
+    "is_pruned",
+    "load_pruning_metadata",
+    "metadata_from_model",
+    "nm_pattern",
+    "read_metadata_file",
+    "recorded_settings",
+    "write_metadata_file",
+]
+
 logger = logging.get_logger(__name__)
 
 PRUNING_CONFIG_NAME = "pruning_config.json"
@@ -39,18 +58,79 @@ _MEASURED_KEYS = (
     "total_parameters",
     "total_zeros",
 )
+# The settings that metadata written without a "config" (e.g. by training code) may hold at its top level, in
+# the order of the `GradProbeConfig` fields (a test keeps them a subset of those fields, in that order).
+TOP_LEVEL_SETTINGS = ("target_sparsity", "strategy", "comparison_group", "pattern", "probe", "calibration_seed")
+# Below this fraction of zeros, and with no pruning method recorded, a model is not pruned (a dense model may
+# hold a few zeros).
+UNPRUNED_SPARSITY = 0.01
 
 
 def config_value(metadata: Mapping, key: str):
-    """A setting from ``metadata["config"]``, else from the top level (metadata written without a config)."""
+    """A setting the metadata records.
+
+    Args:
+        metadata (`Mapping`):
+            The content of ``pruning_config.json``.
+        key (`str`):
+            The setting, e.g. ``"target_sparsity"``.
+
+    Returns:
+        The value in ``metadata["config"]``, else the one at the top level (metadata written without a config),
+        else ``None``.
+    """
     config = metadata.get("config")
     if isinstance(config, Mapping) and config.get(key) is not None:
         return config[key]
     return metadata.get(key)
 
 
+def recorded_settings(metadata: Mapping) -> dict:
+    """The pruning settings the metadata records, as keyword arguments of ``prune_pretrained``.
+
+    Args:
+        metadata (`Mapping`):
+            The content of ``pruning_config.json``.
+
+    Returns:
+        `dict`: the entries of ``metadata["config"]`` that are not ``None``, in their recorded order; for metadata
+        without a config, those of :data:`TOP_LEVEL_SETTINGS` found at its top level.
+    """
+    config = metadata.get("config")
+    if isinstance(config, Mapping) and config:
+        return {str(key): value for key, value in config.items() if value is not None}
+    return {key: metadata[key] for key in TOP_LEVEL_SETTINGS if metadata.get(key) is not None}
+
+
+def is_pruned(metadata: Mapping) -> bool:
+    """Whether the metadata describes a pruned model, the one rule the card, ``save_pruned`` and ``push_to_hub``
+    apply.
+
+    A model is pruned when a pruning ``method`` is recorded, or when at least :data:`UNPRUNED_SPARSITY` (1%) of
+    its prunable weights are zero. Fewer zeros and no method: a dense model (its card says so, is not tagged
+    ``pruned``, and saving or pushing it warns).
+
+    Args:
+        metadata (`Mapping`):
+            The content of ``pruning_config.json`` (see :func:`build_pruning_metadata`).
+
+    Returns:
+        `bool`: whether the model is pruned.
+    """
+    sparsity = metadata.get("sparsity")
+    return bool(metadata.get("method")) or (isinstance(sparsity, (int, float)) and sparsity >= UNPRUNED_SPARSITY)
+
+
 def nm_pattern(metadata: Mapping) -> str | None:
-    """The ``"N:M"`` pattern the metadata records, or ``None`` (unstructured, missing or unreadable)."""
+    """The semi-structured pattern the metadata records.
+
+    Args:
+        metadata (`Mapping`):
+            The content of ``pruning_config.json``.
+
+    Returns:
+        `str` or `None`: the pattern as ``"N:M"``, or ``None`` (unstructured, missing or unreadable).
+    """
     pattern = config_value(metadata, "pattern")
     try:
         nm = parse_nm_pattern(pattern)
@@ -97,7 +177,15 @@ def _jsonable(obj, where: str = "metadata"):
 
 
 def metadata_from_model(model) -> dict | None:
-    """``model.pruning_report`` (set by ``prune_pretrained``) as a dict, or ``None``."""
+    """The pruning report a model carries.
+
+    Args:
+        model (`torch.nn.Module`):
+            A model, pruned by ``prune_pretrained`` or not.
+
+    Returns:
+        `dict` or `None`: ``model.pruning_report`` (set by ``prune_pretrained``) as a dict, or ``None`` without one.
+    """
     report = getattr(model, "pruning_report", None)
     if report is None:
         return None
@@ -146,8 +234,19 @@ def build_pruning_metadata(model, metadata: Mapping | None = None, command: str 
     replaces the measured figures (``sparsity``, ``layers``...) with a measurement of ``model``'s weights, so
     they describe the saved weights even if the model changed after pruning. Adds ``base_model``,
     ``architecture``, ``base_model_license`` (when found offline, see
-    :func:`hf_gradprobe.models.base_model_license`), versions and ``command`` when missing. Secrets are redacted everywhere (see
-    ``redaction``).
+    :func:`hf_gradprobe.models.base_model_license`), versions and ``command`` when missing. Secrets are redacted
+    everywhere (see ``redaction``).
+
+    Args:
+        model (`torch.nn.Module`):
+            The model about to be saved; its weights are measured.
+        metadata (`Mapping`, *optional*):
+            What to start from; defaults to ``model.pruning_report``.
+        command (`str`, *optional*):
+            The command or code that produced the model, recorded as ``command``.
+
+    Returns:
+        `dict`: plain JSON values only (a deep copy; ``metadata`` is not modified).
     """
     from .. import __version__
 
@@ -209,8 +308,41 @@ def _framework_versions() -> dict:
     }
 
 
-def read_metadata_file(path: Path) -> dict:
-    """The JSON object in ``path``; warns when a newer hf_gradprobe wrote it."""
+def write_metadata_file(folder: str | os.PathLike, metadata: Mapping, *, sort_keys: bool = False) -> Path:
+    """Write ``metadata`` as the ``pruning_config.json`` of ``folder``, as strict JSON.
+
+    The text is built before the file is opened, so a value JSON cannot hold (``NaN``, infinity, an object) raises
+    and leaves no half-written file. It is indented by 2 and ends with a newline.
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            An existing folder.
+        metadata (`Mapping`):
+            Plain JSON values (see :func:`build_pruning_metadata`).
+        sort_keys (`bool`, *optional*, defaults to `False`):
+            Write the keys sorted; by default in their order in ``metadata``.
+
+    Returns:
+        `Path`: the file written.
+    """
+    text = json.dumps(metadata, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    path = Path(folder) / PRUNING_CONFIG_NAME
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def read_metadata_file(path: str | os.PathLike) -> dict:
+    """Read one ``pruning_config.json``.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The file.
+
+    Returns:
+        `dict`: the JSON object it holds. A newer hf_gradprobe's file (a higher ``metadata_version``) is read with a
+        warning; a file that is not valid JSON or holds no object raises a ``ValueError``.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -237,11 +369,21 @@ def load_pruning_metadata(
     token: str | bool | None = None,
     missing_ok: bool = False,
 ) -> dict | None:
-    """Read the ``pruning_config.json`` of a folder written by :func:`save_pruned`, or of a Hub repo.
+    """Read the ``pruning_config.json`` of a folder written by ``save_pruned``, or of a Hub repo.
 
-    ``path`` is a local folder, a JSON file (returned as it is), or a Hub repo id. A model without the file
-    raises ``FileNotFoundError`` (or returns ``None`` with ``missing_ok=True``); a path that is not a model
-    raises ``ValueError``.
+    Args:
+        path (`str` or `os.PathLike`):
+            A local folder, a JSON file (read as it is), or a Hub repo id.
+        revision (`str`, *optional*):
+            The Hub revision (branch, tag or commit) of a repo id.
+        token (`str` or `bool`, *optional*):
+            The Hub token of a repo id; defaults to the saved login.
+        missing_ok (`bool`, *optional*, defaults to `False`):
+            Return ``None`` for a model without the file instead of raising ``FileNotFoundError``.
+
+    Returns:
+        `dict` or `None`: the metadata. A path that is not a model raises a ``ValueError``; a Hub repo that cannot
+        be reached raises an ``OSError``.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(

@@ -23,6 +23,8 @@ from pathlib import Path
 from ..core.sparsity import row_sparsity
 
 
+__all__ = ["PLOT_FILE", "PLOT_KINDS", "plot_kind", "plot_layer_sparsity"]
+
 PLOT_FILE = "sparsity_per_layer.png"
 _BLOCK_NAME = re.compile(r"^(?P<prefix>.*?)\.(?P<block>\d+)\.(?P<kind>.+)$")
 # What a plot can show: (title, y-axis label, alt text in the card).
@@ -57,9 +59,17 @@ def _varies(values) -> bool:
 
 
 def plot_kind(layers: Sequence[Mapping]) -> str | None:
-    """What the plot of ``layers`` shows (a key of :data:`PLOT_KINDS`): the first of the relative output error,
-    the share of candidates restored and the sparsity that differs between layers; ``None`` when none does
-    (per-row groups give every layer the same sparsity and the same restored share)."""
+    """What the plot of ``layers`` shows.
+
+    Args:
+        layers (`Sequence[Mapping]`):
+            The per-layer entries of ``pruning_config.json``.
+
+    Returns:
+        `str` or `None`: a key of :data:`PLOT_KINDS`, the first of the relative output error, the share of
+        candidates restored and the sparsity that differs between layers; ``None`` when none does (per-row groups
+        give every layer the same sparsity and the same restored share).
+    """
     layers = [layer for layer in layers if isinstance(layer, Mapping)]
     for kind in ("output_error", "restored", "sparsity"):
         if any(_varies(values) for values in _series(layers, kind).values()):
@@ -86,11 +96,25 @@ def plot_layer_sparsity(
     title: str | None = None,
     kind: str | None = None,
 ) -> Path | None:
-    """Write a PNG of what differs between layers (see the module docstring) and return its path, or return
-    ``None`` and write nothing when nothing does. ``kind`` forces one of :data:`PLOT_KINDS`.
+    """Write a PNG of what differs between layers (see the module docstring).
 
-    One series per projection kind across blocks, or one bar per layer. Uses matplotlib's Agg canvas
-    directly (no pyplot), so it needs no display and touches no global state.
+    One series per projection kind across blocks, or one bar per layer. Uses matplotlib's Agg canvas directly
+    (no pyplot), so it needs no display and touches no global state.
+
+    Args:
+        layers (`Sequence[Mapping]`):
+            The per-layer entries of ``pruning_config.json``.
+        path (`str` or `os.PathLike`):
+            The PNG to write.
+        target (`float`, *optional*):
+            The target sparsity, drawn as a line on a sparsity plot.
+        title (`str`, *optional*):
+            Defaults to the title of the kind shown.
+        kind (`str`, *optional*):
+            One of :data:`PLOT_KINDS`; defaults to :func:`plot_kind`.
+
+    Returns:
+        `Path` or `None`: the file written, or ``None`` (nothing written) when nothing differs between layers.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

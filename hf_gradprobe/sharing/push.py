@@ -12,10 +12,12 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from transformers.utils import logging
 
-from .metadata import PRUNING_CONFIG_NAME, build_pruning_metadata, read_metadata_file
+from .metadata import PRUNING_CONFIG_NAME, build_pruning_metadata, is_pruned, read_metadata_file
 from .redaction import redact
 from .save import CARD_NAME, check_repo_id, save_with_metadata
 
+
+__all__ = ["PushToHubError", "check_push_target", "push_folder_to_hub", "push_to_hub"]
 
 logger = logging.get_logger(__name__)
 
@@ -46,9 +48,20 @@ def _resolve_token(token, hint: str = _LOGIN_HINT) -> str:
 
 
 def check_push_target(repo_id, token: str | None = None, *, name: str = "repo_id") -> str:
-    """Check, before any work, that a push to ``repo_id`` can start: a valid repo id and a token (``token``,
-    ``HF_TOKEN`` or ``hf auth login``; nothing is sent). Returns the token. ``name`` spells the argument in the
-    messages (``--push_to_hub`` on the command line, which also changes the login hint)."""
+    """Check, before any work, that a push to ``repo_id`` can start: a valid repo id and a token (nothing is sent).
+
+    Args:
+        repo_id (`str`):
+            The Hub repo to push to.
+        token (`str`, *optional*):
+            The token; defaults to ``HF_TOKEN`` or the ``hf auth login`` one.
+        name (`str`, *optional*, defaults to `"repo_id"`):
+            How the messages spell the argument (``--push_to_hub`` on the command line, which also changes the
+            login hint).
+
+    Returns:
+        `str`: the token to push with.
+    """
     try:
         check_repo_id(repo_id)
     except (TypeError, ValueError) as err:
@@ -107,9 +120,29 @@ def push_folder_to_hub(
 ):
     """Push a folder written by ``save_pruned`` to ``repo_id`` in one commit; the folder is only read.
 
-    Creates the repo (``private`` as asked) and the ``revision`` branch if missing, then commits the folder with
-    ``HfApi.upload_folder`` (``revision``, ``create_pr``; hidden files left out). Returns the
-    ``huggingface_hub.CommitInfo``; raises :class:`PushToHubError` on failure.
+    Creates the repo and the ``revision`` branch if missing, then commits the folder with
+    ``HfApi.upload_folder`` (hidden files left out).
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            A folder written by ``save_pruned``.
+        repo_id (`str`):
+            The Hub repo.
+        private (`bool`, *optional*):
+            Visibility of a repo this creates; defaults to the Hub's.
+        revision (`str`, *optional*):
+            The branch to commit to; defaults to ``main``.
+        commit_message (`str`, *optional*):
+            Defaults to one naming the method and the measured sparsity.
+        commit_description (`str`, *optional*):
+            The commit's description.
+        token (`str`, *optional*):
+            The token; defaults to ``HF_TOKEN`` or the ``hf auth login`` one.
+        create_pr (`bool`, *optional*, defaults to `False`):
+            Open a pull request instead of committing to the branch.
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit. Any failure raises :class:`PushToHubError`.
     """
     check_repo_id(repo_id)
     folder = Path(folder).expanduser()
@@ -171,17 +204,51 @@ def push_to_hub(
 ):
     """Save ``model`` as ``save_pruned`` does and push the folder to ``repo_id`` in one commit.
 
-    The repo id and the token (argument, ``HF_TOKEN`` or ``hf auth login``) are checked before anything is
-    written. A model without zeros in its prunable weights is pushed with a warning. With ``output_dir`` the
-    folder is kept there; otherwise a temporary folder is used. Returns the ``CommitInfo``.
+    The repo id and the token are checked before anything is written. A model that is not pruned (see
+    :func:`~hf_gradprobe.sharing.metadata.is_pruned`) is pushed with a warning.
+
+    Args:
+        model (`PreTrainedModel`):
+            The pruned model.
+        repo_id (`str`):
+            The Hub repo.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Saved and pushed beside the model.
+        metadata (`dict`, *optional*):
+            As in ``save_pruned``.
+        command (`str`, *optional*):
+            As in ``save_pruned``.
+        private (`bool`, *optional*):
+            Visibility of a repo this creates; defaults to the Hub's.
+        revision (`str`, *optional*):
+            The branch to commit to.
+        commit_message (`str`, *optional*):
+            Defaults to one naming the method and the measured sparsity.
+        token (`str`, *optional*):
+            The token; defaults to ``HF_TOKEN`` or the ``hf auth login`` one.
+        create_pr (`bool`, *optional*, defaults to `False`):
+            Open a pull request instead of committing.
+        output_dir (`str` or `os.PathLike`, *optional*):
+            Keep the saved folder there; defaults to a temporary folder.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace a saved model at ``output_dir``.
+        card_data (`Mapping`, *optional*):
+            Extra ``ModelCardData`` fields.
+        commit_description (`str`, *optional*):
+            The commit's description.
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit.
     """
     check_repo_id(repo_id)
     token = _resolve_token(token)
     meta = build_pruning_metadata(model, metadata, command)
-    if not meta.get("prunable_zeros") and not (meta.get("sparsity") or 0) > 0:
+    if not is_pruned(meta):
+        sparsity = meta.get("sparsity") or 0
+        zeros = f"only {100 * sparsity:.2f}% zeros" if sparsity > 0 else "no zeros"
         warnings.warn(
-            f"Pushing to {repo_id!r} a model with no zeros in its prunable weights: it is not pruned. Prune it "
-            "first (e.g. `hf_gradprobe.prune_pretrained`) if that was not intended.",
+            f"Pushing to {repo_id!r} a model that is not pruned (no pruning recorded, {zeros} in its prunable "
+            "weights). Prune it first (e.g. `hf_gradprobe.prune_pretrained`) if that was not intended.",
             UserWarning,
             stacklevel=2,
         )
@@ -194,10 +261,12 @@ def push_to_hub(
         "commit_description": commit_description,
     }
     if output_dir is not None:
-        folder = save_with_metadata(model, output_dir, tokenizer, meta, overwrite, repo_id, card_data, True, {})
+        folder = save_with_metadata(
+            model, output_dir, tokenizer, meta, overwrite=overwrite, repo_id=repo_id, card_data=card_data
+        )
         return push_folder_to_hub(folder, repo_id, **push_kwargs)
     with tempfile.TemporaryDirectory(prefix="hf_gradprobe-push-") as tmp:
         folder = save_with_metadata(
-            model, Path(tmp) / repo_id.split("/")[-1], tokenizer, meta, False, repo_id, card_data, True, {}
+            model, Path(tmp) / repo_id.split("/")[-1], tokenizer, meta, repo_id=repo_id, card_data=card_data
         )
         return push_folder_to_hub(folder, repo_id, **push_kwargs)

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 
+__all__ = ["REDACTED", "format_command", "is_secret_name", "redact", "redact_secrets", "redact_tokens"]
+
 REDACTED = "***"
 _SECRET_WORDS = frozenset(
     {
@@ -57,7 +59,15 @@ _OPTION_RE = re.compile(r"""(?P<name>(?<![\w-])--?[A-Za-z][\w.-]*)(?P<sep>\s+)(?
 
 
 def is_secret_name(name) -> bool:
-    """Whether the value of an argument, a variable or a key called ``name`` must be hidden."""
+    """Whether the value of an argument, a variable or a key called ``name`` must be hidden.
+
+    Args:
+        name (`str`):
+            The name, e.g. ``"--hub_token"`` or ``"HF_TOKEN"`` (anything else is not secret).
+
+    Returns:
+        `bool`: whether one of its words is a secret word (see the module docstring).
+    """
     if not isinstance(name, str):
         return False
     name = name.lstrip("-")
@@ -75,8 +85,18 @@ def _hide_value(match: re.Match) -> str:
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` with the given secrets, the values of secret names and every credential (Hugging Face tokens,
-    Authorization headers, Bearer values, URL userinfo) replaced by ``***``."""
+    """Hide the secrets in a text.
+
+    Args:
+        text (`str`):
+            Any text, e.g. an error message or a command line.
+        secrets (`Sequence[str]`, *optional*):
+            Values to hide wherever they appear (``None`` entries are skipped).
+
+    Returns:
+        `str`: ``text`` with the given secrets, the values of secret names and every credential (Hugging Face
+        tokens, Authorization headers, Bearer values, URL userinfo) replaced by ``***``.
+    """
     text = str(text)
     for secret in secrets:
         if secret:
@@ -101,9 +121,16 @@ def _hide_secret_values(pattern: re.Pattern, text: str) -> str:
 
 
 def redact_tokens(text: str) -> str:
-    """``text`` with every credential replaced by ``***``: strings shaped like a Hugging Face token, the value of
-    an Authorization header, a Bearer value and the userinfo of a URL. Nothing else is touched (``key: value``
-    prose keeps its values), so it is safe on a model card's text."""
+    """Hide the credentials in a text, and nothing else, so that it is safe on a model card's text.
+
+    Args:
+        text (`str`):
+            Any text.
+
+    Returns:
+        `str`: ``text`` with every string shaped like a Hugging Face token, the value of an Authorization header,
+        a Bearer value and the userinfo of a URL replaced by ``***``; ``key: value`` prose keeps its values.
+    """
     text = _HEADER_RE.sub(lambda match: f"{match['name']}{match['sep']}{REDACTED}", str(text))
     text = _BEARER_RE.sub(lambda match: f"{match['scheme']}{REDACTED}", text)
     text = _URL_USERINFO_RE.sub(lambda match: f"{match['scheme']}{REDACTED}@", text)
@@ -111,7 +138,15 @@ def redact_tokens(text: str) -> str:
 
 
 def redact_secrets(obj):
-    """A copy of ``obj`` (dicts, lists, strings) with the values of secret keys and every token hidden."""
+    """Hide the secrets in a JSON-like value.
+
+    Args:
+        obj:
+            Dicts, lists and strings, nested; other values are kept.
+
+    Returns:
+        A copy of ``obj`` with the values of secret keys and every credential in its strings hidden.
+    """
     if isinstance(obj, Mapping):
         return {
             key: (REDACTED if is_secret_name(key) and value not in (None, True, False) else redact_secrets(value))
@@ -125,9 +160,16 @@ def redact_secrets(obj):
 
 
 def format_command(argv: Sequence[str] | None = None, prefix: str | None = None) -> str:
-    """A shell-quoted command line (default: this process's), with secret values redacted.
+    """A shell-quoted command line, with secret values redacted.
 
-    ``prefix`` replaces ``argv[0]`` (e.g. ``"hf-gradprobe"`` or ``"python examples/prune_and_push.py"``).
+    Args:
+        argv (`Sequence[str]`, *optional*):
+            The command and its arguments; defaults to this process's ``sys.argv``.
+        prefix (`str`, *optional*):
+            Replaces ``argv[0]`` (e.g. ``"hf-gradprobe"`` or ``"python examples/prune_and_push.py"``).
+
+    Returns:
+        `str`: the command line; the value after a secret flag is hidden whatever its shape.
     """
     argv = list(sys.argv if argv is None else argv)
     head = [prefix] if prefix is not None else ([shlex.quote(argv[0])] if argv else [])

@@ -1,1 +1,3 @@
-"""The `perplexity` metric folder: `evaluate.load(hf_gradprobe.metric_path.PERPLEXITY_METRIC_PATH)`."""
+"""The `perplexity` metric folder: `evaluate.load(hf_gradprobe.evaluation.PERPLEXITY_METRIC_PATH)`."""
+
+__all__: list[str] = []

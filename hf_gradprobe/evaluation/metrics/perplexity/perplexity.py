@@ -26,6 +26,8 @@ from hf_gradprobe.evaluation.perplexity import token_nll_sum
 from hf_gradprobe.models import load_model
 
 
+__all__ = ["Perplexity"]
+
 _CITATION = """\
 @misc{hf_gradprobe,
   title = {hf_gradprobe: sparse language models with Hugging Face Transformers},
@@ -79,10 +81,6 @@ Examples:
 """
 
 
-def _positive_int(value, name, minimum):
-    return check_int(name, value, minimum=minimum, maximum=COUNT_MAX)
-
-
 def _default_max_length(model):
     limit = position_limit(model)
     if limit is not None and limit[1] >= 2:
@@ -103,6 +101,8 @@ def _windows(encoded, bos_id, max_length):
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Perplexity(evaluate.Metric):
+    """Perplexity of a causal language model on a list of texts (see the module's description and inputs)."""
+
     def _info(self):
         return evaluate.MetricInfo(
             module_type="metric",
@@ -133,9 +133,9 @@ class Perplexity(evaluate.Metric):
                 "Give exactly one of `model` (an in-memory PreTrainedModel) and `model_id` (a saved folder or "
                 f"Hub id), got model={type(model).__name__ if model is not None else None} and model_id={model_id!r}."
             )
-        batch_size = _positive_int(batch_size, "batch_size", 1)
+        batch_size = check_int("batch_size", batch_size, minimum=1, maximum=COUNT_MAX)
         if max_length is not None:
-            max_length = _positive_int(max_length, "max_length", 2)
+            max_length = check_int("max_length", max_length, minimum=2, maximum=COUNT_MAX)
         if model is not None:
             if device is not None:
                 raise ValueError(
