@@ -24,6 +24,7 @@ from ..core.validation import (
     check_seed,
     describe_value,
 )
+from ..sharing.metadata import PRUNING_CONFIG_NAME, load_pruning_metadata, write_metadata_file
 from .allocation import ALLOCATIONS
 from .probing import GRADIENT_STATISTICS
 from .reconstructors import RECONSTRUCTORS
@@ -33,7 +34,6 @@ from .strategies import STRATEGIES
 
 __all__ = [
     "BOOL_FIELDS",
-    "CONFIG_NAME",
     "FLOAT_BOUNDS",
     "FLOAT_HINTS",
     "GRADIENT_DTYPES",
@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 
-# The one metadata file of a pruned model; the config is stored in it once, under "config".
-CONFIG_NAME = "pruning_config.json"
 GRADIENT_DTYPES = ("float16", "float32")
 PROBE_LOSSES = ("lm", "kl")
 RECONSTRUCTION_ORDERS = ("sequential", "parallel")
@@ -431,11 +429,7 @@ class GradProbeConfig:
         if os.path.isfile(save_directory):
             raise ValueError(f"`save_directory`={os.fspath(save_directory)!r} is a file; give a folder.")
         os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({"config": self.to_dict()}, f, indent=2, sort_keys=True)
-            f.write("\n")
-        return path
+        return os.fspath(write_metadata_file(save_directory, {"config": self.to_dict()}, sort_keys=True))
 
     @classmethod
     def from_dict(cls, values: dict, *, source: str | None = None) -> GradProbeConfig:
@@ -463,8 +457,6 @@ class GradProbeConfig:
         ``path``: a folder or Hub repo holding ``pruning_config.json`` (the config is its ``"config"`` entry), or a
         JSON/YAML file holding either that layout or the fields themselves.
         """
-        from ..sharing.metadata import load_pruning_metadata
-
         file = os.fspath(path)
         if os.path.isfile(file) and file.endswith((".yaml", ".yml")):
             import yaml
@@ -474,7 +466,9 @@ class GradProbeConfig:
         else:
             values = load_pruning_metadata(path, revision=revision, token=token)
             if not os.path.isfile(file):
-                file = os.path.join(file, CONFIG_NAME) if os.path.isdir(file) else f"{file}/{CONFIG_NAME}"
+                file = (
+                    os.path.join(file, PRUNING_CONFIG_NAME) if os.path.isdir(file) else f"{file}/{PRUNING_CONFIG_NAME}"
+                )
         if isinstance(values, dict) and "config" in values:
             if not isinstance(values["config"], dict):
                 # The layout pruned models carry, damaged: its fields are not there to read.
