@@ -14,6 +14,16 @@ from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging
 
 
+__all__ = [
+    "PRUNABLE_MODULE_TYPES",
+    "PrunableLayer",
+    "adapter_modules",
+    "find_prunable_layers",
+    "find_repeated_blocks",
+    "group_by_block",
+]
+
+
 logger = logging.get_logger(__name__)
 
 PRUNABLE_MODULE_TYPES = (nn.Linear, Conv1D)

@@ -12,6 +12,19 @@ from transformers.utils import logging as hf_logging
 from typing_extensions import Self
 
 
+__all__ = [
+    "DTYPES",
+    "PeakMemory",
+    "dtype_name",
+    "memory_now",
+    "model_input_device",
+    "peak_resident_memory",
+    "progress_bars_enabled",
+    "resident_memory",
+    "resolve_dtype",
+]
+
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,

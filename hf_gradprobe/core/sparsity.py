@@ -13,6 +13,16 @@ from .layers import PrunableLayer, find_prunable_layers
 from .masking import nm_violations, parse_nm_pattern
 
 
+__all__ = [
+    "LayerSparsity",
+    "SparsityReport",
+    "format_sparsity_table",
+    "layer_sparsity",
+    "measure_sparsity",
+    "row_sparsity",
+]
+
+
 @dataclass
 class LayerSparsity:
     name: str
