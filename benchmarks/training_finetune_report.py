@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 
-from protocol.report import fmt
+from protocol.report import fmt, weights_note
 from protocol.splits import CALIBRATION_SEED, CALIBRATION_SEQ_LEN, EVAL_SEQ_LEN, LABELS
 from training_finetune import FINETUNE_ARMS, GRADUAL_ARMS, LLMC_ARM, OURS_ARM
 
@@ -47,6 +47,7 @@ def finetune_markdown(data: dict) -> list[str]:
             f"{data.get('rows_at_a_time', 1)} at a time, {data.get('threads_per_row', '?')} thread(s) each."
         ),
         "",
+        *weights_note(data.get("model_id")),
         f"Command: `{data['command']}`",
         "",
         f"Machine: {data['machine']}. Total {data.get('total_seconds', 0) / 60:.1f} min.",

@@ -3,9 +3,10 @@
 
 Measures the perplexity of named sets of GradProbeConfig overrides on top of a base row (default
 ``gradprobe-wanda``), each in a fresh process (``benchmarks/protocol/``, the runner ``oneshot.py`` uses), on the
-validation texts only: 16 x 1024 windows of WikiText-2 ``valid.txt`` disjoint from the calibration windows, and
-the first 16 x 1024 windows of Pride and Prejudice. Test texts are refused in code (``protocol.splits``), and the
-best entry per pattern is the one with the lowest geometric mean of the validation perplexities::
+validation texts only: 16 x 1024 windows of WikiText-2 ``valid.txt`` disjoint from the calibration windows of
+every seed in ``protocol.splits.CALIBRATION_SEEDS`` (0 and 1), and the first 16 x 1024 windows of Pride and
+Prejudice. Test texts are refused in code (``protocol.splits``), and the best entry per pattern is the one with the
+lowest geometric mean of the validation perplexities::
 
     python benchmarks/tune_oneshot.py                         # the default grid -> results/tune_oneshot.{json,md}
     python benchmarks/tune_oneshot.py --patterns 2:4 --grid '{"admm": {"reconstruction": "admm"}}'
@@ -82,7 +83,8 @@ def to_markdown(result: dict) -> str:
     lines = report.header(
         result,
         f"base row `{result['base']}`; perplexity on VALIDATION text only: {result['eval_windows']} x "
-        f"{splits.EVAL_SEQ_LEN} windows of WikiText-2 valid disjoint from the calibration windows, and the first "
+        f"{splits.EVAL_SEQ_LEN} windows of WikiText-2 valid disjoint from the calibration windows (of seeds "
+        f"{', '.join(map(str, result.get('validation_avoids_seeds', [splits.CALIBRATION_SEED])))}), and the first "
         f"{result['eval_windows']} of Pride and Prejudice",
     )
     table_rows = result["rows"]

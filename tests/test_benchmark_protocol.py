@@ -97,7 +97,7 @@ def test_tune_specs_use_validation_texts_only():
     assert [(s.pattern, s.target) for s in specs] == [("unstructured", 0.5), ("2:4", 0.5)]
     for spec in specs:
         assert spec.purpose == "tune" and spec.eval == tune_oneshot.EVAL_TEXTS
-        assert spec.overrides == {"strategy": "wanda", "probe": True, "reconstruction": "admm"}
+        assert spec.overrides == {**rows.PINNED, "strategy": "wanda", "probe": True, "reconstruction": "admm"}
         assert spec.name == "admm" and spec.grid_overrides == {"reconstruction": "admm"}
     with pytest.raises(ValueError, match="row of ours"):
         tune_oneshot.build_specs(tune_oneshot.argument_parser().parse_args(["--base", "llmcompressor-wanda"]))
@@ -120,7 +120,13 @@ def test_oneshot_specs_model_device_named_rows():
     assert {(spec.model, spec.device) for spec in specs} == {("some/model", "cuda")}
     assert [spec.validation_windows for spec in specs] == [None, 8, None, 8]  # ours only
     assert specs[2].method == "sparsegpt" and specs[2].overrides == {}
-    assert specs[3].overrides == {"strategy": "wanda", "probe": True, "reconstruction": "admm", "probe_loss": "kl"}
+    assert specs[3].overrides == {
+        **rows.PINNED,
+        "strategy": "wanda",
+        "probe": True,
+        "reconstruction": "admm",
+        "probe_loss": "kl",
+    }
     rows.validate(specs)
     defaults = oneshot.build_specs(oneshot.argument_parser().parse_args(["--rows", "wanda"]))
     assert {(spec.model, spec.device) for spec in defaults} == {(DEFAULT_MODEL, "cpu")}
@@ -149,7 +155,7 @@ def test_saved_rowsand_patterns():
         Pattern.parse("2:4@0.6")
     with pytest.raises(ValueError):
         Pattern.parse("blocks@0.5")
-    assert rows.our_overrides("wanda-admm") == {"strategy": "wanda", "probe": False, "reconstruction": "admm"}
+    assert rows.our_overrides("wanda-admm") == {**rows.PINNED, "strategy": "wanda", "reconstruction": "admm"}
     assert rows.our_overrides("gradprobe-wanda")["reconstruction"] == "none"
     with pytest.raises(ValueError, match="unknown row"):
         rows.our_overrides("wanda-foo")
@@ -192,6 +198,7 @@ def test_runner_commands(tmp_path):
         "--calibration-samples": "4",
         "--eval": "test-wikitext,test-shakespeare",
         "--eval-windows": "2",
+        "--calibration-seed": "0",
         "--model": "some/model",
         "--device": "cuda",
         "--json-out": "out.json",
@@ -205,3 +212,219 @@ def test_runner_commands(tmp_path):
     out = tmp_path / "row.json"
     assert child.child_main([*command[2:4], "--out", str(out)], run=lambda spec: {"name": spec.name}) == 0
     assert json.loads(out.read_text()) == {"name": "wanda"}
+
+
+def test_full_test_text_is_the_whole_text_in_2048_windows(monkeypatch):
+    """The full WikiText-2 test column: the whole token stream, cut by compute_perplexity into non-overlapping
+    2048-token windows, every predicted token scored, the trailing partial window dropped."""
+    from hf_gradprobe.evaluation.data import evaluation_windows
+
+    name = "test-wikitext-full"
+    assert splits.FULL_TEST_TEXTS[name] == splits.TEST_TEXTS["test-wikitext"]  # wiki.test.raw
+    assert name not in splits.TEST_TEXTS  # only the rows that ask for it
+    assert splits.eval_seq_len(name) == splits.FULL_TEST_SEQ_LEN == 2048
+    assert {splits.eval_seq_len(n) for n in (*splits.TEST_TEXTS, *splits.VALIDATION_TEXTS)} == {splits.EVAL_SEQ_LEN}
+    monkeypatch.setitem(splits._TOKENS, str(splits.FULL_TEST_TEXTS[name]), IDS)
+    ids = splits.texts(None, [name], num_windows=3)[name]
+    assert torch.equal(ids, IDS)  # not 3 windows: the whole text
+    windows, labels = evaluation_windows(ids, splits.FULL_TEST_SEQ_LEN)
+    count = IDS.numel() // 2048
+    assert windows.shape == (count, 2048)
+    assert torch.equal(windows.reshape(-1), IDS[: count * 2048])
+    assert int((labels[:, 1:] != -100).sum()) == count * 2047  # every predicted token of every window
+    capped = splits.texts(None, [name], num_windows=3, full_test_windows=2)[name]
+    assert torch.equal(capped, IDS[: 2 * 2048])
+    with pytest.raises(splits.ProtocolError, match="tuning may only"):
+        splits.check_texts([name], tuning=True)
+
+
+def test_child_scores_the_full_test_at_2048(monkeypatch):
+    """run_row on a tiny Llama: the full test text runs at seq_len 2048 (the model's positions allow it), the
+    others at 1024, and the row records what was scored."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,  # SmolLM2-135M's
+    )
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.arange(5 * 2048 + 100) % 64
+    for path in (splits.CALIBRATION_TEXT, *splits.TEST_TEXTS.values(), *splits.VALIDATION_TEXTS.values()):
+        monkeypatch.setitem(splits._TOKENS, str(path), ids)
+    monkeypatch.setattr(child, "load_row_model", lambda spec: (model, None))
+    eval_names = (*splits.TEST_TEXTS, "test-wikitext-full")
+    spec = RowSpec(
+        name="dense", kind="dense", pattern="dense", target=0.0, eval=eval_names, eval_windows=2, calibration_samples=2
+    )
+    row = child.run_row(spec)
+    full = row["scored"]["test-wikitext-full"]
+    assert full == {**full, "windows": 5, "seq_len": 2048, "tokens": 5 * 2047, "text_tokens": ids.numel()}
+    assert row["scored"]["test-wikitext"] | {"seconds": 0} == {
+        "windows": 2,
+        "seq_len": 1024,
+        "tokens": 2 * 1023,
+        "text_tokens": 2 * 1024,
+        "seconds": 0,
+    }
+    assert set(row["perplexity"]) == set(eval_names) and row["calibration_seed"] == 0
+    model.config.max_position_embeddings = 1024  # a model whose positions stop short is refused, not truncated
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        child.run_row(spec)
+
+
+@pytest.mark.parametrize("num_tokens,samples", [(273_868, 64), (300_000, 64), (120_000, 64), (40_000, 4)])
+def test_validation_avoids_every_calibration_seed(num_tokens, samples):
+    """The validation windows overlap no calibration window of seed 0 NOR of seed 1 (WikiText-2 valid is 273,868
+    SmolLM2 tokens), and every seed's windows are the package's own draw."""
+    assert splits.CALIBRATION_SEEDS == (0, 1)
+    union = splits.validation_calibration_starts(num_tokens, samples)
+    valid = splits.validation_starts(
+        num_tokens, union, splits.CALIBRATION_SEQ_LEN, splits.EVAL_SEQ_LEN, splits.VALIDATION_WINDOWS
+    )
+    valid_tokens = {t for s in valid for t in range(s, s + splits.EVAL_SEQ_LEN)}
+    assert len(valid_tokens) == splits.VALIDATION_WINDOWS * splits.EVAL_SEQ_LEN
+    for seed in splits.CALIBRATION_SEEDS:
+        calib = calibration_window_starts(num_tokens, samples, splits.CALIBRATION_SEQ_LEN, seed)
+        assert set(calib) <= set(union)
+        splits.check_disjoint(calib, splits.CALIBRATION_SEQ_LEN, valid, splits.EVAL_SEQ_LEN)
+        calib_tokens = {t for s in calib for t in range(s, s + splits.CALIBRATION_SEQ_LEN)}
+        assert not calib_tokens & valid_tokens
+
+
+def test_texts_validation_windows_avoid_seed_1(monkeypatch):
+    for path in (splits.CALIBRATION_TEXT, *splits.VALIDATION_TEXTS.values()):
+        monkeypatch.setitem(splits._TOKENS, str(path), IDS)
+    valid = splits.texts(None, ["valid-wikitext"], 8, calibration_samples=8)["valid-wikitext"].reshape(8, -1)
+    for seed in splits.CALIBRATION_SEEDS:
+        windows, starts = splits.calibration(None, 8, seed)
+        assert torch.equal(windows, calibration_windows(IDS, 8, splits.CALIBRATION_SEQ_LEN, seed=seed))
+        splits.check_disjoint(starts, splits.CALIBRATION_SEQ_LEN, valid[:, 0].tolist(), splits.EVAL_SEQ_LEN)
+        assert not set(windows.reshape(-1).tolist()) & set(valid.reshape(-1).tolist())  # IDS are distinct tokens
+    # A seed the validation windows do not avoid is refused, in the splits and in a row's spec.
+    with pytest.raises(splits.ProtocolError, match="CALIBRATION_SEEDS"):
+        splits.calibration(None, 8, seed=2)
+    spec = {"name": "x", "kind": "ours", "pattern": "unstructured", "target": 0.5, "eval": ["test-wikitext"]}
+    with pytest.raises(splits.ProtocolError, match="calibration seed 2"):
+        RowSpec.from_dict({**spec, "calibration_seed": 2})
+    assert RowSpec.from_dict({**spec, "calibration_seed": 1}).label == "x unstructured@0.5 seed 1"
+
+
+def test_pinned_rows_state_every_setting():
+    """Every GradProbeConfig field is either pinned by the catalogue or set by a row's spec (a new field fails
+    here until it is placed); the plain rows pin no reconstruction, no refinement, uniform allocation."""
+    import dataclasses
+
+    from hf_gradprobe import GradProbeConfig
+
+    fields = {f.name for f in dataclasses.fields(GradProbeConfig)}
+    assert set(rows.PINNED) | set(rows.SPEC_FIELDS) == fields
+    assert not set(rows.PINNED) & set(rows.SPEC_FIELDS)
+    plain = rows.our_overrides("wanda")
+    assert plain["reconstruction"] == "none" and plain["allocation"] == "uniform"
+    assert plain["refine_steps"] == 0 and plain["loss_weighting"] == 0.0
+    assert rows.our_overrides("wanda-admm")["reconstruction"] == "admm"
+    assert rows.our_overrides("default") == {}  # the package's defaults, whatever they are at launch
+
+
+@pytest.mark.parametrize(
+    "row", [*rows.OUR_ROWS, *(f"{base}-{suffix}" for base in rows.OUR_ROWS for suffix in rows.RECONSTRUCTION_SUFFIXES)]
+)
+def test_pinned_rows_differ_from_the_defaults_only_where_they_say(row):
+    """A row's config differs from GradProbeConfig() only in what the row says (its catalogue entry and its
+    reconstruction) or where the package's defaults have moved since the rows were pinned (then the row keeps its
+    pinned value: it means what it meant)."""
+    import dataclasses
+
+    from hf_gradprobe import GradProbeConfig
+
+    base, _, suffix = row.rpartition("-")
+    said = {**rows.OUR_ROWS[row], "reconstruction": "none"} if row in rows.OUR_ROWS else None
+    if said is None:
+        said = {**rows.OUR_ROWS[base], "reconstruction": suffix}
+    defaults = GradProbeConfig()
+    moved = {key for key, value in rows.PINNED.items() if getattr(defaults, key) != value}
+    config = GradProbeConfig(target_sparsity=0.6, **rows.our_overrides(row))
+    differing = {
+        f.name
+        for f in dataclasses.fields(GradProbeConfig)
+        if f.name not in rows.SPEC_FIELDS and getattr(config, f.name) != getattr(defaults, f.name)
+    }
+    assert differing <= set(said) | moved
+    for key in rows.PINNED:
+        assert getattr(config, key) == said.get(key, rows.PINNED[key]), key
+    spec = rows.row_spec(row, Pattern("unstructured", 0.6), splits.TEST_TEXTS, RunOptions())
+    rows.validate([spec])
+
+
+def test_default_and_named_rows_over_pinned_ones():
+    from hf_gradprobe import GradProbeConfig
+
+    quality = {"row": "wanda-admm", "reconstruction": "alps", "refine_steps": 16, "refine_target": "model"}
+    named = json.dumps({"quality": {**quality, "allocation": "owl"}})
+    args = oneshot.argument_parser().parse_args(
+        ["--rows", "default,quality", "--patterns", "unstructured@0.7", "--named-rows", named]
+    )
+    default, quality = oneshot.build_specs(args)
+    assert default.overrides == {} and default.name == "default"
+    config = GradProbeConfig(target_sparsity=0.7, **default.overrides)
+    assert config.to_dict() == GradProbeConfig(target_sparsity=0.7).to_dict()
+    assert quality.overrides == {
+        **rows.our_overrides("wanda-admm"),
+        "reconstruction": "alps",
+        "refine_steps": 16,
+        "refine_target": "model",
+        "allocation": "owl",
+    }
+    rows.validate([default, quality])
+    with pytest.raises(ValueError, match="launch's options"):
+        rows.row_spec("wanda", Pattern("2:4", 0.5), splits.TEST_TEXTS, RunOptions(), extra={"calibration_seed": 1})
+
+
+def test_full_test_and_seed_rows():
+    args_list = (
+        ["--rows", "dense,wanda,default,llmcompressor-sparsegpt", "--patterns", "unstructured@0.5,2:4"]
+        + ["--full-test-rows", "dense,wanda,default,llmcompressor-sparsegpt", "--validation-windows", "8"]
+        + ["--seed-rows", "default,llmcompressor-sparsegpt", "--eval-windows", "1", "--full-test-windows", "2"]
+    )
+    specs = oneshot.build_specs(oneshot.argument_parser().parse_args(args_list))
+    assert [spec.label for spec in specs] == [
+        "dense dense@0",
+        "wanda unstructured@0.5",
+        "default unstructured@0.5",
+        "default unstructured@0.5 seed 1",
+        "llmcompressor-sparsegpt unstructured@0.5",
+        "llmcompressor-sparsegpt unstructured@0.5 seed 1",
+        "wanda 2:4@0.5",
+        "default 2:4@0.5",
+        "default 2:4@0.5 seed 1",
+        "llmcompressor-sparsegpt 2:4@0.5",
+        "llmcompressor-sparsegpt 2:4@0.5 seed 1",
+    ]
+    full = (*splits.TEST_TEXTS, "test-wikitext-full")
+    assert [spec.eval == full for spec in specs] == [spec.calibration_seed == 0 for spec in specs]
+    assert all(spec.eval == tuple(splits.TEST_TEXTS) for spec in specs if spec.calibration_seed == 1)
+    assert {spec.full_test_windows for spec in specs} == {2}
+    with_seeds = oneshot.build_specs(oneshot.argument_parser().parse_args([*args_list, "--full-test-seeds"]))
+    assert all(spec.eval == full for spec in with_seeds)
+    assert [s.validation_windows for s in specs if s.name == "default"] == [8, 8, 8, 8]
+    peer = runner.row_command(specs[5], "ignored.py", "out.json")
+    flags = dict(zip(peer[2::2], peer[3::2], strict=True))
+    assert flags["--calibration-seed"] == "1" and flags["--full-test-windows"] == "2"
+    assert flags["--eval"] == "test-wikitext,test-shakespeare"
+    peer = runner.row_command(specs[4], "ignored.py", "out.json")
+    flags = dict(zip(peer[2::2], peer[3::2], strict=True))
+    assert flags["--eval"] == "test-wikitext,test-shakespeare,test-wikitext-full"
+    assert flags["--calibration-seed"] == "0" and flags["--full-test-windows"] == "2"
+    ours = json.loads(runner.row_command(specs[3], "benchmarks/oneshot.py", "out.json")[3])
+    assert ours["calibration_seed"] == 1 and RowSpec.from_dict(ours) == specs[3]
+    for option, value in (("--full-test-rows", "wanda,sparsegpt"), ("--seed-rows", "wanda-admm")):
+        with pytest.raises(ValueError, match="does not run"):
+            oneshot.build_specs(oneshot.argument_parser().parse_args(["--rows", "wanda", option, value]))
+    with pytest.raises(ValueError, match="dense calibrates nothing"):
+        oneshot.build_specs(oneshot.argument_parser().parse_args(["--rows", "dense", "--seed-rows", "dense"]))

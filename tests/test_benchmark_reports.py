@@ -32,9 +32,12 @@ RENDERERS = {
     "training": training.to_markdown,
     "finetune": training.to_markdown,
 }
-# Rendered exactly; the others carry hand-written notes (launch history, machine load) and commands whose local
-# --out-dir was shortened by hand, so only their tables are compared.
+# Rendered exactly (but the weights note, added since they were launched); the others carry hand-written notes
+# (launch history, machine load) and commands whose local --out-dir was shortened by hand, so only their tables are
+# compared.
 IDENTICAL = ("order_time", "block_memory", "training")
+# The results of the packaged SmolLM2 (Q4_1 GGUF, de-quantized): their headers say so.
+SMOLLM2 = ("oneshot", "tune_order", "tune_reconstruction", "order_time", "finetune")
 
 
 def render(name: str) -> str:
@@ -53,8 +56,10 @@ def test_every_results_file_has_a_renderer():
 def test_results_render_to_their_committed_markdown(name):
     rendered, committed = render(name), (RESULTS / f"{name}.md").read_text()
     assert table_lines(rendered) == table_lines(committed)
+    note = report.PACKAGED_WEIGHTS + "\n\n"
+    assert (note in rendered) == (name in SMOLLM2)
     if name in IDENTICAL:
-        assert rendered == committed
+        assert rendered.replace(note, "") == committed.replace(note, "")
 
 
 def test_header_records_model_and_device():
@@ -64,6 +69,8 @@ def test_header_records_model_and_device():
     rows = [{**row, "model_dtype": "bfloat16"} for row in result["rows"]]
     other = {**result, "rows": rows, "model_id": "org/causal-lm", "device": "cuda"}
     assert oneshot.to_markdown(other).startswith("org/causal-lm (bf16, 513 MiB, cuda); calibration")
+    assert report.PACKAGED_WEIGHTS in oneshot.to_markdown(result)  # the packaged Q4_1 GGUF, de-quantized
+    assert "Q4_1" not in oneshot.to_markdown(other)
     assert report.model_label({**result, "model_id": "smollm2-135m", "device": "cpu"}).endswith("(fp32, 513 MiB, cpu)")
 
 

