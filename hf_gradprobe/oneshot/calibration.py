@@ -132,9 +132,10 @@ def calibration_data(calibration, tokenizer, config: GradProbeConfig, model) -> 
     """
     if calibration is None:
         raise ValueError(
-            f"`calibration` is required for strategy={config.strategy!r} with probe={config.probe} and "
-            f"reconstruction={config.reconstruction!r}: give a text file, a datasets name, a list of texts or a "
-            "tensor of token windows (data-free pruning: strategy='magnitude', probe=False, reconstruction='none')."
+            f"`calibration` is required for strategy={config.strategy!r} with probe={config.probe}, "
+            f"reconstruction={config.reconstruction!r} and allocation={config.allocation!r}: give a text file, a "
+            "datasets name, a list of texts or a tensor of token windows (data-free pruning: strategy='magnitude', "
+            "probe=False, reconstruction='none', allocation='uniform')."
         )
     if not isinstance(calibration, torch.Tensor):
         _check_seq_len_fits(config, model)

@@ -278,12 +278,13 @@ class GradProbeConfig:
             "choices": list(REFINE_TARGETS),
         },
     )
-    allocation: str = field(
-        default="uniform",
+    allocation: str | None = field(
+        default=None,
         metadata={
             "help": "How the target sparsity is spread over blocks: 'uniform', or 'owl' (blocks with more outlier "
             "scores are pruned less, Yin et al. 2024); the total stays exactly on target. N:M patterns and the global "
-            "comparison group set it to 'uniform' (they fix the counts themselves).",
+            "comparison group set it to 'uniform' (they fix the counts themselves). None (the default): 'owl' where "
+            "the configuration reads calibration data anyway, else 'uniform'; the resolved value is recorded.",
             "choices": list(ALLOCATIONS),
         },
     )
@@ -340,6 +341,8 @@ class GradProbeConfig:
         check_choice("reconstruction", self.reconstruction, RECONSTRUCTORS.names())
         check_choice("reconstruction_order", self.reconstruction_order, RECONSTRUCTION_ORDERS)
         check_choice("refine_target", self.refine_target, REFINE_TARGETS)
+        if self.allocation is None:
+            self.allocation = "owl" if self._reads_calibration_without_allocation() else "uniform"
         check_choice("allocation", self.allocation, ALLOCATIONS)
         self.targets = _regex_list("targets", self.targets, allow_empty=False)
         self.ignore = _regex_list("ignore", self.ignore, allow_empty=True)
@@ -374,17 +377,20 @@ class GradProbeConfig:
     def storage_dtype(self) -> torch.dtype:
         return DTYPES[self.gradient_dtype]
 
-    @property
-    def needs_calibration(self) -> bool:
-        """Whether pruning reads calibration data: the strategy's activations, the probe, the reconstruction, the
-        refinement or the allocation."""
+    def _reads_calibration_without_allocation(self) -> bool:
+        # The default allocation (None) is OWL only where its outlier pass costs no data the user must supply.
         return (
             self.probe
             or STRATEGIES.get(self.strategy).needs_activations
             or RECONSTRUCTORS.get(self.reconstruction).needs_hessian
             or self.refine_steps > 0
-            or self.allocation != "uniform"
         )
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether pruning reads calibration data: the strategy's activations, the probe, the reconstruction, the
+        refinement or the allocation."""
+        return self._reads_calibration_without_allocation() or self.allocation != "uniform"
 
     @property
     def blockwise(self) -> bool:

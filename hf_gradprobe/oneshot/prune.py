@@ -121,15 +121,20 @@ def prune_pretrained(
     return outputs if len(outputs) > 1 else model
 
 
+def _field_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(GradProbeConfig)}
+
+
 def _resolve_config(config: GradProbeConfig | None, overrides: dict) -> GradProbeConfig:
     """``config`` (or the defaults) with ``overrides`` applied, checked again."""
-    config = GradProbeConfig() if config is None else config
+    if config is None:
+        config = GradProbeConfig(**{k: v for k, v in overrides.items() if k in _field_names()})
     if not isinstance(config, GradProbeConfig):
         raise ValueError(
             f"`config` must be a GradProbeConfig (or None for the defaults), got {type(config).__name__}; build one "
             "with `GradProbeConfig(**fields)` or `GradProbeConfig.from_pretrained(path)`."
         )
-    known = {f.name for f in dataclasses.fields(GradProbeConfig)}
+    known = _field_names()
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(
