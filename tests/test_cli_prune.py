@@ -292,8 +292,10 @@ def test_unknown_keys_warn_on_load(tmp_path):
 
 
 def test_method_name():
-    assert GradProbeConfig().method == "wanda-admm"
-    assert GradProbeConfig(probe=True, reconstruction="none").method == "gradprobe-wanda"
+    assert GradProbeConfig().method == "wanda-admm-owl"
+    assert GradProbeConfig(allocation="uniform").method == "wanda-admm"
+    assert GradProbeConfig(pattern="2:4").method == "wanda-admm"  # N:M fixes the counts: nothing to allocate
+    assert GradProbeConfig(probe=True, reconstruction="none").method == "gradprobe-wanda-owl"
     assert GradProbeConfig(strategy="magnitude", reconstruction="none").method == "magnitude"
     assert torch.float16 == GradProbeConfig().storage_dtype
 

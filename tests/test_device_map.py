@@ -17,7 +17,7 @@ def _config(**kw):
         num_calibration_samples=6,
         calibration_seq_len=24,
         num_probe_samples=3,
-        **{"reconstruction": "none", "probe": True, **kw},
+        **{"reconstruction": "none", "probe": True, "allocation": "uniform", **kw},
     )
 
 

@@ -259,6 +259,22 @@ def test_quality_options_that_cannot_apply_are_refused_or_recorded_as_what_happe
     assert GradProbeConfig(allocation="owl").allocation == "owl"
 
 
+def test_default_allocation_is_owl_where_calibration_is_read_and_data_free_pruning_stays_data_free(tmp_path):
+    assert GradProbeConfig().allocation == "owl"
+    assert GradProbeConfig(allocation="uniform").allocation == "uniform"  # an explicit choice is kept
+    assert GradProbeConfig(strategy="magnitude", reconstruction="none").allocation == "uniform"
+    assert GradProbeConfig(strategy="magnitude", reconstruction="admm").allocation == "owl"
+    assert GradProbeConfig(pattern="4:8").allocation == "uniform"
+    # Data-free magnitude pruning through keyword arguments needs no calibration, as before OWL was the default.
+    model = prune_pretrained(
+        make_tiny_llama(), strategy="magnitude", reconstruction="none", target_sparsity=0.5, progress=False
+    )
+    assert model.pruning_report.config["allocation"] == "uniform"
+    # The resolved value is what is saved and read back.
+    GradProbeConfig().save_pretrained(tmp_path)
+    assert GradProbeConfig.from_pretrained(tmp_path).allocation == "owl"
+
+
 def test_nm_solver_keeps_n_in_every_group():
     weight, hessian = _layer_problem(5, 8, 16)
     start = nm_mask(weight.abs(), 2, 4)

@@ -232,7 +232,7 @@ def test_overrides_and_text_calibration(tiny_tokenizer):
     assert abs(report.sparsity - 0.25) < 0.01
     assert report.calibration["num_samples"] == 4 and report.config["target_sparsity"] == 0.25
     d = report.to_dict()
-    assert d["method"] == "wanda-admm" and d["config"]["target_sparsity"] == 0.25 and d["layers"]
+    assert d["method"] == "wanda-admm-owl" and d["config"]["target_sparsity"] == 0.25 and d["layers"]
 
 
 @pytest.mark.parametrize("layerwise", [False, True])

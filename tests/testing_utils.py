@@ -157,8 +157,10 @@ def tiny_gradprobe_config(**overrides):
     """A GradProbeConfig sized for `token_windows()`; ``overrides`` replace its fields."""
     from hf_gradprobe import GradProbeConfig
 
-    # The mask tests look at masks alone; the reconstruction tests ask for it.
+    # The mask tests look at masks alone, each layer at the target; the reconstruction and allocation tests ask
+    # for theirs.
     base = {
+        "allocation": "uniform",
         "num_calibration_samples": 6,
         "calibration_seq_len": 24,
         "num_probe_samples": 3,
